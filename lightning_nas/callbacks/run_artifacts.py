@@ -1,0 +1,90 @@
+"""Writes a run's artifacts (rank 0 only): genotypes.jsonl after every epoch, genotype.json and summary.json
+at the end of fit/validate/test."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lightning_nas.reproducibility import library_versions
+
+
+def _jsonable(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        value = float(v.item() if isinstance(v, torch.Tensor) else v)
+        out[k] = value if math.isfinite(value) else None  # type: ignore[assignment]
+    return out
+
+
+class RunArtifacts(Callback):
+    def __init__(self, run_dir: str | Path, subcommand: str = "fit", seed: Optional[int] = None,
+                 git: Optional[str] = None, resumed_from: Optional[str] = None):
+        self.run_dir = Path(run_dir)
+        self.subcommand, self.seed, self.git, self.resumed_from = subcommand, seed, git, resumed_from
+        self._start = time.time()
+
+    def _genotype_record(self, pl_module: pl.LightningModule, epoch: int) -> Optional[dict[str, Any]]:
+        genotype_fn = getattr(pl_module, "genotype", None)
+        if genotype_fn is None:
+            return None
+        g = genotype_fn()
+        record: dict[str, Any] = {"epoch": epoch, "genotype": g.to_dict(), "text": g.to_text()}
+        net = getattr(pl_module, "supernet", None)
+        if net is not None:
+            record["primitives"] = list(net.primitives)
+            record["alpha_softmax"] = {k: [[round(x, 6) for x in row] for row in w.detach().cpu().tolist()]
+                                       for k, w in net.mixing_weights().items()}
+        return record
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        record = self._genotype_record(pl_module, trainer.current_epoch)
+        if record is not None:
+            with open(self.run_dir / "genotypes.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        record = self._genotype_record(pl_module, trainer.current_epoch)
+        if record is not None:
+            (self.run_dir / "genotype.json").write_text(json.dumps(record, indent=2) + "\n")
+        dm = trainer.datamodule
+        summary = {
+            "subcommand": self.subcommand,
+            "method": pl_module.method_id() if hasattr(pl_module, "method_id") else type(pl_module).__name__,
+            "space": pl_module.space_id() if hasattr(pl_module, "space_id") else None,
+            "data": dm.describe() if hasattr(dm, "describe") else None,
+            "seed": self.seed,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
+            "genotype": record["text"] if record else None,
+            "wall_time_s": round(time.time() - self._start, 3),
+            "versions": library_versions(),
+            "git_revision": self.git,
+            "resumed_from": self.resumed_from,
+        }
+        if hasattr(pl_module, "num_parameters"):
+            summary["num_parameters"] = pl_module.num_parameters
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.subcommand == "validate":
+            self._finish(trainer, pl_module)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.subcommand == "test":
+            self._finish(trainer, pl_module)

@@ -1,0 +1,153 @@
+"""``python -m lightning_nas {fit,validate,test} --config <yaml>`` (LightningCLI, subclass mode) and
+``python -m lightning_nas describe ...``.
+
+Every fit/validate/test writes a run directory ``<run.root>/<run.name>/<version>/`` with config.yaml,
+metrics.csv, checkpoints/ (last.ckpt and the best by ``run.monitor``), genotypes.jsonl, genotype.json and
+summary.json; the command's last printed line is that directory. ``seed_everything`` (default 2, the
+DARTS seed) drives the data split, alpha init, data order and augmentation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger
+
+from lightning_nas.data.datamodules import InMemoryDataModule
+from lightning_nas.errors import LightningNASError
+from lightning_nas.methods.common import ProvenanceMixin
+from lightning_nas.reproducibility import git_revision, library_versions
+
+RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
+
+
+def _version_name(root: Path, name: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    version, k = stamp, 1
+    while (root / name / version).exists():
+        k += 1
+        version = f"{stamp}-{k}"
+    return version
+
+
+class NASCLI(LightningCLI):
+    def __init__(self, **kwargs: Any):
+        self.run_dir: Optional[Path] = None
+        super().__init__(
+            model_class=ProvenanceMixin, subclass_mode_model=True,
+            datamodule_class=InMemoryDataModule, subclass_mode_data=True,
+            seed_everything_default=2, auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run.root", type=str, default="ckpt", help="where run directories are created")
+        parser.add_argument("--run.name", type=Optional[str], default=None,
+                            help="run directory name (default: <method>_<dataset>)")
+        parser.add_argument("--run.version", type=Optional[str], default=None,
+                            help="run sub-directory (default: a timestamp; set it for multi-node runs)")
+        parser.add_argument("--run.monitor", type=str, default="val/acc",
+                            help="metric that picks the best checkpoint")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    # ---- run directory --------------------------------------------------------------------------------
+    def _section(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._section()
+        seed = cfg.get("seed_everything")
+        data_args = cfg.get("data", {}).get("init_args")
+        if data_args is not None and "seed" in data_args and isinstance(seed, int) and not isinstance(seed, bool):
+            data_args["seed"] = seed  # one seed drives everything
+        if os.environ.get(RUN_DIR_ENV):  # a DDP child process: reuse the directory the launcher made
+            self.run_dir = Path(os.environ[RUN_DIR_ENV])
+            return
+        run = cfg.get("run")
+        root = Path(run.root)
+        name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
+                            f"{data_args.get('dataset', 'data') if data_args else 'data'}")
+        version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
+        if self.subcommand != "fit":
+            version = f"{version}-{self.subcommand}"
+        self.run_dir = root / name / version
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        cfg = self._section()
+        assert self.run_dir is not None
+        trainer_cfg = cfg.get("trainer", {})
+        loggers = trainer_cfg.get("logger")
+        extra = [] if loggers in (None, True, False) else (loggers if isinstance(loggers, list) else [loggers])
+        logger = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + extra
+        if loggers is False:
+            logger = [CSVLogger(save_dir=str(self.run_dir), name="", version="")]
+        ckpt_path = cfg.get("ckpt_path")
+        callbacks = [
+            ModelCheckpoint(dirpath=str(self.run_dir / "checkpoints"), save_last=True, monitor=cfg.run.monitor,
+                            mode="min" if "loss" in cfg.run.monitor else "max", filename="best-epoch{epoch:03d}",
+                            auto_insert_metric_name=False),
+            _artifacts(self.run_dir, self.subcommand or "fit", cfg.get("seed_everything"), ckpt_path),
+        ]
+        self.config_init[self.subcommand]["trainer"]["logger"] = logger
+        self.config_init[self.subcommand]["trainer"]["default_root_dir"] = str(self.run_dir)
+        extra_cbs = self.config_init[self.subcommand]["trainer"].get("callbacks") or []
+        if not isinstance(extra_cbs, list):
+            extra_cbs = [extra_cbs]
+        self.config_init[self.subcommand]["trainer"]["callbacks"] = extra_cbs + callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if isinstance(self.model, ProvenanceMixin):
+            self.model.run_metadata = {
+                "config": self._config_text(),
+                "seed": self._section().get("seed_everything"),
+                "versions": library_versions(),
+                "git": git_revision(),
+            }
+
+    def _config_text(self) -> str:
+        parser = self._parser(self.subcommand)
+        return parser.dump(self._section(), skip_check=True)
+
+    def _print_run_dir(self) -> None:
+        if self.trainer.is_global_zero:
+            print(self.run_dir, flush=True)
+
+    after_fit = after_validate = after_test = _print_run_dir
+
+
+def _artifacts(run_dir: Path, subcommand: str, seed: Any, ckpt_path: Optional[str]) -> pl.Callback:
+    from lightning_nas.callbacks.run_artifacts import RunArtifacts
+
+    return RunArtifacts(run_dir, subcommand, seed if isinstance(seed, int) else None, git_revision(),
+                        str(ckpt_path) if ckpt_path else None)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "describe":
+        from lightning_nas.describe import main as describe_main
+
+        return describe_main(argv[1:])
+    # in-memory batches need no workers; the stream's length is exact (it shards by rank itself)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
+    try:
+        NASCLI(args=argv if argv != sys.argv[1:] else None)
+    except LightningNASError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,191 @@
+"""LightningDataModules over in-memory uint8 datasets.
+
+``SearchDataModule`` gives each training step a train batch and a validation batch from a seeded split
+of the training set (DARTS: train_portion 0.5), identical on every rank; its val loop runs over the
+held-out split (DARTS's ``valid_acc``) and its test loop over the test set. ``ClassificationDataModule``
+trains on the whole training set and validates/tests on the test set (DARTS evaluation protocol).
+Augmentation runs batched on the device in ``on_after_batch_transfer``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from lightning_nas.data.augment import BatchAugment
+from lightning_nas.data.batches import IndexBatchStream, ResumableLoader
+from lightning_nas.data.sources import Dataset, ImageData, load_dataset
+from lightning_nas.errors import ConfigError
+
+DatasetName = Literal["cifar10", "cifar100", "image_folder", "digits"]
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Loading, resizing, subsetting and device augmentation shared by the datamodules."""
+
+    def __init__(self, dataset: DatasetName = "digits", data_dir: Optional[str] = None, download: bool = False,
+                 batch_size: int = 64, eval_batch_size: int = 256, seed: int = 2,
+                 max_train_samples: Optional[int] = None, max_test_samples: Optional[int] = None,
+                 image_size: Optional[int] = None, crop_padding: Optional[int] = None, hflip: Optional[bool] = None,
+                 cutout_length: int = 0, cache_dir: Optional[str] = None):
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        if cutout_length < 0 or (crop_padding is not None and crop_padding < 0):
+            raise ConfigError("data.cutout_length and data.crop_padding must be >= 0")
+        self.dataset_name = dataset
+        self.data_dir, self.download, self.cache_dir = data_dir, download, cache_dir
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed = seed
+        self.max_train_samples, self.max_test_samples = max_train_samples, max_test_samples
+        self.image_size = image_size
+        self._crop_padding, self._hflip, self.cutout_length = crop_padding, hflip, cutout_length
+        self._data: Optional[Dataset] = None
+        self._augment: Optional[BatchAugment] = None
+
+    # ---- the data ------------------------------------------------------------------------------
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            data = load_dataset(self.dataset_name, self.data_dir, self.download, self.cache_dir)
+            data.train = self._subset(data.train, self.max_train_samples, "train")
+            data.test = self._subset(data.test, self.max_test_samples, "test")
+            if self.image_size is not None and self.image_size != data.image_size:
+                data.train = _resize(data.train, self.image_size)
+                data.test = _resize(data.test, self.image_size)
+            self._data = data
+        return self._data
+
+    def _subset(self, split: ImageData, limit: Optional[int], what: str) -> ImageData:
+        """A seeded random subset (fixed seed 0: part of the dataset definition, not of the run)."""
+        if limit is None or limit >= len(split):
+            return split
+        if limit < 1:
+            raise ConfigError(f"data.max_{what}_samples must be positive, got {limit}")
+        idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        return ImageData(split.images[idx], split.labels[idx])
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.data.in_channels
+
+    @property
+    def crop_padding(self) -> int:
+        if self._crop_padding is not None:
+            return self._crop_padding
+        return 4 if self.data.image_size >= 32 else max(1, self.data.image_size // 8)
+
+    @property
+    def hflip(self) -> bool:
+        return self._hflip if self._hflip is not None else self.dataset_name != "digits"
+
+    @property
+    def augment(self) -> BatchAugment:
+        if self._augment is None:
+            self._augment = BatchAugment(self.data.mean, self.data.std, self.crop_padding, self.hflip,
+                                         self.cutout_length)
+        return self._augment
+
+    def describe(self) -> dict:
+        d = self.data
+        return {"dataset": d.name, "train_size": len(d.train), "test_size": len(d.test),
+                "num_classes": d.num_classes, "image_size": d.image_size, "in_channels": d.in_channels}
+
+    # ---- distributed context ------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _progress(self) -> tuple[int, int]:
+        trainer = self.trainer
+        assert trainer is not None
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _loader(self, split: ImageData, index_sets: dict[str, torch.Tensor], batch_size: int, shuffle: bool,
+                resumable: bool) -> ResumableLoader:
+        rank, world = self._rank_world()
+        stream = IndexBatchStream(split.images, split.labels, index_sets, batch_size, self.seed, shuffle=shuffle,
+                                  rank=rank, world_size=world, epoch_fn=self._epoch)
+        pin = torch.cuda.is_available()
+        return ResumableLoader(stream, self._progress if resumable and self.trainer is not None else None, pin)
+
+    def _eval_loader(self, split: ImageData) -> ResumableLoader:
+        return self._loader(split, {"eval": torch.arange(len(split))}, self.eval_batch_size, False, False)
+
+    def test_dataloader(self) -> ResumableLoader:
+        return self._eval_loader(self.data.test)
+
+    # ---- device-side augmentation -------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        out: dict = {}
+        for key, value in batch.items():
+            if key == "seed":
+                continue
+            x, y = value
+            if key == "eval":
+                out[key] = (self.augment.normalize(x), y)
+            else:  # train and val batches of a search are both augmented, as in DARTS
+                out[key] = (self.augment(x, batch["seed"] + (0 if key == "train" else 1)), y)
+        return out
+
+
+def _resize(split: ImageData, size: int) -> ImageData:
+    """Resize a whole split once (antialiased bilinear), keeping uint8."""
+    x = F.interpolate(split.images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return ImageData(x.round_().clamp_(0, 255).to(torch.uint8), split.labels)
+
+
+class SearchDataModule(InMemoryDataModule):
+    """Bilevel search data: ``train_portion`` of the training set trains w, the rest trains alpha."""
+
+    def __init__(self, *args, train_portion: float = 0.5, split: Literal["random", "sequential"] = "random",
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0.0 < train_portion < 1.0:
+            raise ConfigError(f"data.train_portion must be in (0, 1), got {train_portion}")
+        self.train_portion = train_portion
+        self.split = split
+
+    def split_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w indices, alpha indices). ``sequential`` is the official code's first-half/second-half split;
+        ``random`` (default) permutes with the run seed first, which image folders sorted by class need."""
+        n = len(self.data.train)
+        cut = int(n * self.train_portion)
+        if self.split == "sequential":
+            order = torch.arange(n)
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        return order[:cut], order[cut:]
+
+    def train_dataloader(self) -> ResumableLoader:
+        w_idx, a_idx = self.split_indices()
+        return self._loader(self.data.train, {"train": w_idx, "val": a_idx}, self.batch_size, True, True)
+
+    def val_dataloader(self) -> ResumableLoader:
+        _, a_idx = self.split_indices()
+        train = self.data.train
+        return self._eval_loader(ImageData(train.images[a_idx], train.labels[a_idx]))
+
+
+class ClassificationDataModule(InMemoryDataModule):
+    """Plain training on the whole training set; validation and test on the test set."""
+
+    def train_dataloader(self) -> ResumableLoader:
+        return self._loader(self.data.train, {"train": torch.arange(len(self.data.train))}, self.batch_size, True,
+                            True)
+
+    def val_dataloader(self) -> ResumableLoader:
+        return self._eval_loader(self.data.test)

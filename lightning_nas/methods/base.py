@@ -1,0 +1,205 @@
+"""The bilevel search loop shared by DARTS-family methods (manual optimisation).
+
+Per training step (Liu et al., 2019, Alg. 1 and the official ``train_search.py``):
+1. architecture step first, at the current weights: ``architecture_gradient`` (overridable) returns
+   d L / d alpha; it is all-reduced once across ranks and applied by the architecture optimizer;
+2. weight step on the same train batch: ``weight_loss`` (overridable), grad-norm clipping of the weights
+   only, SGD. The LR scheduler is stepped once per epoch.
+
+Alphas are excluded from DDP's gradient reducer (``_ddp_params_and_buffers_to_ignore``): DDP reduces the
+weight gradients once per step and this class reduces the alpha gradient once, so all ranks keep
+identical alphas. The architecture step leaves BN running statistics untouched (the official code lets
+its extra forwards update them; only eval-mode metrics could differ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_nas.errors import ConfigError
+from lightning_nas.methods.common import ProvenanceMixin, build_optimizer, resolve_callable
+from lightning_nas.search_spaces.darts.supernet import DartsSupernet
+
+#: a search space: called with (num_classes, in_channels) it builds the supernet
+SupernetFactory = Callable[[int, int], DartsSupernet]
+
+DARTS_WEIGHT_SGD = {"class_path": "torch.optim.SGD",
+                    "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
+DARTS_ARCH_ADAM = {"class_path": "torch.optim.Adam",
+                   "init_args": {"lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3}}
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run forwards in train mode (batch statistics) without changing BN running statistics."""
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var, n in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
+
+class BilevelSearch(ProvenanceMixin):
+    """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
+
+    def __init__(self, supernet: SupernetFactory = DartsSupernet, num_classes: int = 10, in_channels: int = 3,
+                 weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
+                 arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,
+                 lr_scheduler: Optional[LRSchedulerCallable] = None, eta_min: float = 0.001,
+                 grad_clip: float = 5.0, warmup_epochs: int = 0):
+        """
+        Args:
+            supernet: the search space, built as ``supernet(num_classes, in_channels)``.
+            num_classes, in_channels: linked from the datamodule by the CLI.
+            weight_optimizer: optimizer of the supernet weights (DARTS: SGD 0.025, momentum 0.9, wd 3e-4).
+            arch_optimizer: optimizer of alpha (DARTS: Adam 3e-4, betas (0.5, 0.999), wd 1e-3).
+            lr_scheduler: weight-LR schedule stepped per epoch; default cosine to ``eta_min`` over max_epochs.
+            grad_clip: max gradient norm of the weights (DARTS: 5); 0 disables clipping.
+            warmup_epochs: epochs of weight-only training before architecture steps start.
+        """
+        super().__init__()
+        if grad_clip < 0 or warmup_epochs < 0:
+            raise ConfigError("model.grad_clip and model.warmup_epochs must be >= 0")
+        self.automatic_optimization = False
+        self.supernet = resolve_callable(supernet, "model.supernet")(num_classes, in_channels)
+        self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
+        self.lr_scheduler_factory, self.eta_min = lr_scheduler, eta_min
+        self.grad_clip, self.warmup_epochs = grad_clip, warmup_epochs
+        self.num_classes = num_classes
+        names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
+        self._ddp_params_and_buffers_to_ignore = names
+        acc = dict(num_classes=num_classes, average="micro")
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**acc) for _ in range(3))
+        self.arch_loss_mean, self.weight_loss_mean = MeanMetric(), MeanMetric()
+
+    # ---- identity --------------------------------------------------------------------------------------
+    def space_id(self) -> str:
+        net = self.supernet
+        return f"{type(net).__qualname__}(primitives={list(net.primitives)}, steps={net.steps})"
+
+    def genotype(self) -> Any:
+        return self.supernet.genotype()
+
+    # ---- optimisers ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        w_opt = build_optimizer(self.weight_optimizer, self.supernet.weight_parameters(), "model.weight_optimizer")
+        a_opt = build_optimizer(self.arch_optimizer, self.supernet.arch_parameters(), "model.arch_optimizer")
+        if self.lr_scheduler_factory is not None:
+            sched = resolve_callable(self.lr_scheduler_factory, "model.lr_scheduler")(w_opt)
+        else:
+            epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=float(epochs), eta_min=self.eta_min)
+        return [w_opt, a_opt], [sched]
+
+    def _weight_opt(self) -> torch.optim.Optimizer:
+        opt = self.optimizers()[0]
+        return getattr(opt, "optimizer", opt)
+
+    @property
+    def weight_lr(self) -> float:
+        return float(self._weight_opt().param_groups[0]["lr"])
+
+    # ---- the pieces methods override --------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """L_val(w, alpha) on a batch, differentiable in alpha and w (NA-DARTS overrides it)."""
+        return self.loss(self.supernet(x), y)
+
+    def architecture_gradient(self, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor,
+                              y_v: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """d objective / d alpha at the current weights; first-order DARTS by default. Returns (grads, loss)."""
+        loss = self.arch_loss(x_v, y_v)
+        grads = torch.autograd.grad(loss, self.supernet.arch_parameters())
+        return list(grads), loss.detach()
+
+    def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Logits of the weight step; alpha enters as a constant (SDARTS overrides it)."""
+        mixing = {k: v.detach() for k, v in self.supernet.mixing_weights().items()}
+        return self.supernet(x, mixing=mixing)
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if dist.is_available() and dist.is_initialized():  # alphas are not broadcast by DDP: do it here
+            for a in self.supernet.arch_parameters():
+                dist.broadcast(a.data, src=0)
+
+    def _all_reduce_mean(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(grads)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        out, offset = [], 0
+        for g in grads:
+            out.append(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return out
+
+    def architecture_step(self, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor,
+                          y_v: torch.Tensor) -> torch.Tensor:
+        a_opt = self.optimizers()[1]
+        with frozen_bn_stats(self.supernet):
+            grads, loss = self.architecture_gradient(x_t, y_t, x_v, y_v)
+        for a, g in zip(self.supernet.arch_parameters(), self._all_reduce_mean(grads)):
+            a.grad = g.detach().to(a.dtype)
+        a_opt.step()
+        a_opt.zero_grad(set_to_none=True)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        x_t, y_t = batch["train"]
+        x_v, y_v = batch["val"]
+        if self.current_epoch >= self.warmup_epochs:
+            arch_loss = self.architecture_step(x_t, y_t, x_v, y_v)
+            self.arch_loss_mean.update(arch_loss)
+            self.log("search/arch_loss", self.arch_loss_mean, on_step=False, on_epoch=True)
+        w_opt = self.optimizers()[0]
+        w_opt.zero_grad(set_to_none=True)
+        logits = self.weight_logits(x_t, y_t)
+        loss = self.loss(logits, y_t)
+        self.manual_backward(loss)
+        if self.grad_clip > 0:
+            self.clip_gradients(w_opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        w_opt.step()
+        self.weight_loss_mean.update(loss.detach())
+        self.train_acc.update(logits.detach(), y_t)
+        self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
+        self.lr_schedulers().step()
+        for cell, weights in self.supernet.mixing_weights().items():
+            for e, row in enumerate(weights.detach().cpu()):
+                for op, w in zip(self.supernet.primitives, row.tolist()):
+                    self.log(f"alpha_{cell}/e{e:02d}_{op}", w)
+
+    def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = batch["eval"]
+        logits = self.supernet(x)
+        self.log(f"{stage}/loss", self.loss(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        metric.update(logits, y)
+        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)

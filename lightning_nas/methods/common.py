@@ -1,0 +1,73 @@
+"""Pieces every lightning_nas LightningModule shares: config-injected optimizers, checkpoint provenance
+and the check that a checkpoint belongs to this method and search space."""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from typing import Any, Callable, Iterable, Union
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_nas.errors import CheckpointError, ConfigError
+from lightning_nas.reproducibility import rng_state, set_rng_state
+
+ClassSpec = dict[str, Any]  # {"class_path": ..., "init_args": {...}} as written in a YAML config
+CallableOrSpec = Union[Callable[..., Any], ClassSpec]
+
+
+def resolve_callable(spec: CallableOrSpec, what: str) -> Callable[..., Any]:
+    """Accept what jsonargparse gives (a callable) or, from Python, a class_path/init_args dict."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = spec["class_path"].rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"{what}: cannot import {spec['class_path']!r} ({err})") from err
+        return partial(cls, **spec.get("init_args", {}))
+    raise ConfigError(f"{what} must be a callable or a {{class_path, init_args}} mapping, got {spec!r}")
+
+
+def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], what: str) -> torch.optim.Optimizer:
+    return resolve_callable(spec, what)(params)
+
+
+class ProvenanceMixin(pl.LightningModule):
+    """Stores method id, space id, resolved config, versions, seed and RNG state in every checkpoint and
+    refuses a checkpoint written by another method or for another search space."""
+
+    #: set by the CLI: {"config": yaml text, "seed": int, "versions": {...}, "git": str | None}
+    run_metadata: dict[str, Any]
+
+    def method_id(self) -> str:
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def space_id(self) -> str:
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightning_nas"] = {
+            **getattr(self, "run_metadata", {}),
+            "method": self.method_id(),
+            "space": self.space_id(),
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("lightning_nas")
+        if meta is None:
+            raise CheckpointError("the checkpoint was not written by lightning_nas (no 'lightning_nas' entry); "
+                                  "resume only from checkpoints/last.ckpt of a lightning_nas run")
+        if meta.get("method") != self.method_id():
+            raise CheckpointError(
+                f"the checkpoint was written by method {meta.get('method')}, but this run is {self.method_id()}: "
+                "resume it with the config it was written with (config.yaml in its run directory)")
+        if meta.get("space") != self.space_id():
+            raise CheckpointError(
+                f"the checkpoint's search space is {meta.get('space')}, but this run builds {self.space_id()}: "
+                "resume it with the config it was written with (config.yaml in its run directory)")
+        if "rng" in meta:
+            set_rng_state(meta["rng"])

@@ -1,0 +1,101 @@
+"""Train a genotype from scratch with the DARTS evaluation protocol (Liu et al., 2019, Sec. 3.2 / A.2).
+
+CIFAR: C=36, 20 cells, auxiliary weight 0.4, drop path 0.2 * epoch / epochs (not on identity ops),
+SGD 0.025 cosine to 0, momentum 0.9, wd 3e-4, grad clip 5, cutout 16 (set in the datamodule).
+ImageNet: C=48, 14 cells, SGD 0.1 decayed x0.97 per epoch, wd 3e-5, label smoothing 0.1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_nas.errors import ConfigError
+from lightning_nas.methods.common import ProvenanceMixin, build_optimizer, resolve_callable
+from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
+from lightning_nas.search_spaces.darts.genotype import load_genotype
+
+RETRAIN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
+
+
+class Retrain(ProvenanceMixin):
+    def __init__(self, genotype: str = "DARTS_V2", network: Literal["cifar", "imagenet"] = "cifar",
+                 channels: int = 36, layers: int = 20, auxiliary: bool = True, auxiliary_weight: float = 0.4,
+                 drop_path_prob: float = 0.2, label_smoothing: float = 0.0, grad_clip: float = 5.0,
+                 num_classes: int = 10, in_channels: int = 3, optimizer: OptimizerCallable = RETRAIN_SGD,
+                 lr_scheduler: Optional[LRSchedulerCallable] = None):
+        """
+        Args:
+            genotype: a published name (e.g. DARTS_V2), a genotype.json, a search run directory, or DARTS text.
+            network: ``cifar`` (NetworkCIFAR) or ``imagenet`` (NetworkImageNet, mobile setting).
+            lr_scheduler: default cosine annealing to 0 over max_epochs, stepped per epoch.
+        """
+        super().__init__()
+        if not 0 <= drop_path_prob < 1 or auxiliary_weight < 0 or grad_clip < 0:
+            raise ConfigError("model.drop_path_prob must be in [0, 1); auxiliary_weight and grad_clip >= 0")
+        self.genotype_spec = genotype
+        self.arch = load_genotype(genotype)
+        cls = NetworkCIFAR if network == "cifar" else NetworkImageNet
+        self.network_kind = network
+        self.net = cls(self.arch, channels=channels, num_classes=num_classes, layers=layers, auxiliary=auxiliary,
+                       in_channels=in_channels)
+        self.auxiliary_weight, self.drop_path_prob = auxiliary_weight, drop_path_prob
+        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
+        self.optimizer_spec, self.lr_scheduler_factory = optimizer, lr_scheduler
+        acc = dict(num_classes=num_classes, average="micro")
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**acc) for _ in range(3))
+
+    def space_id(self) -> str:
+        return f"{type(self.net).__qualname__}({self.arch.to_text()})"
+
+    def genotype(self) -> Any:
+        return self.arch
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.net)
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.optimizer_spec, self.net.parameters(), "model.optimizer")
+        if self.lr_scheduler_factory is not None:
+            sched = resolve_callable(self.lr_scheduler_factory, "model.lr_scheduler")(opt)
+        else:
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs), eta_min=0.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        if self.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def on_train_epoch_start(self) -> None:
+        self.net.drop_path_prob = self.drop_path_prob * self.current_epoch / max(1, int(self.trainer.max_epochs))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, y = batch["train"]
+        logits, logits_aux = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if logits_aux is not None and self.auxiliary_weight > 0:
+            loss = loss + self.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=self.label_smoothing)
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = batch["eval"]
+        logits, _ = self.net(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        metric.update(logits, y)
+        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)

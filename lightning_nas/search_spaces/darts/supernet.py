@@ -1,0 +1,147 @@
+"""The DARTS search supernet (Liu et al., 2019, Sec. 2.1-2.2; official ``model_search.py``).
+
+A pure ``nn.Module``: mixed ops over a configurable op set, search cells with 4 intermediate nodes
+(14 edges), one ``alpha_normal`` shared by all normal cells and one ``alpha_reduce`` by all reduction cells.
+``forward(x, mixing=...)`` accepts replacement mixing weights so methods (SDARTS, NA-DARTS) can feed
+perturbed or neighbour weights without touching alpha.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_nas.errors import ConfigError
+from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
+from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+
+
+class MixedOp(nn.Module):
+    """Weighted sum of every candidate op on one edge. Pooling ops get a BN(affine=False) as in DARTS."""
+
+    def __init__(self, channels: int, stride: int, primitives: Sequence[str]):
+        super().__init__()
+        self.ops = nn.ModuleList()
+        self.is_zero: list[bool] = []
+        for name in primitives:
+            op = make_op(name, channels, stride, affine=False)
+            if "pool" in name:
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            self.ops.append(op)
+            self.is_zero.append(name == "none")
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # `none` contributes w * 0 = 0 (and a zero gradient to w): skipping it is exact and cheaper.
+        return sum(w * op(x) for w, op, zero in zip(weights, self.ops, self.is_zero) if not zero)
+
+
+class SearchCell(nn.Module):
+    """A search cell: 2 preprocessed inputs, ``steps`` nodes each summing mixed ops over all predecessors."""
+
+    def __init__(self, steps: int, multiplier: int, c_prev_prev: int, c_prev: int, channels: int,
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str]):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(channels, stride, primitives))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+def num_edges(steps: int) -> int:
+    return sum(2 + i for i in range(steps))
+
+
+class DartsSupernet(nn.Module):
+    """DARTS search network. Reduction cells sit at ``layers // 3`` and ``2 * layers // 3``."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, layers: int = 8,
+                 steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
+                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3):
+        """``num_classes`` and ``in_channels`` come first: a config gives the rest, the method calls
+        ``supernet(num_classes, in_channels)`` with the datamodule's values. DARTS: C=16, 8 layers."""
+        super().__init__()
+        primitives = tuple(primitives)
+        unknown = [p for p in primitives if p not in PRIMITIVES]
+        if unknown or len(set(primitives)) != len(primitives) or len(primitives) < 2:
+            raise ConfigError(f"primitives must be distinct names from {list(PRIMITIVES)}, at least two; "
+                              f"got {list(primitives)}")
+        if layers < 1 or channels < 1 or steps < 1 or not 1 <= multiplier <= steps:
+            raise ConfigError(f"invalid supernet shape layers={layers}, channels={channels}, steps={steps}, "
+                              f"multiplier={multiplier}; need positive values and 1 <= multiplier <= steps")
+        self.primitives = primitives
+        self.steps = steps
+        self.multiplier = multiplier
+        self.layers = layers
+        c_curr = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_prev_prev, c_prev, c_curr = c_curr, c_curr, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            cell = SearchCell(steps, multiplier, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, primitives)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            c_prev_prev, c_prev = c_prev, multiplier * c_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+        k = num_edges(steps)
+        # official code: 1e-3 * randn (the paper says zeros; the code produced the published cells)
+        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
+        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
+
+    # ---- parameter groups (deterministic order) ------------------------------------------------
+    ARCH_NAMES = ("alpha_normal", "alpha_reduce")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for name, p in self.named_parameters():
+            if name not in self.ARCH_NAMES:
+                yield name, p
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    # ---- forward ---------------------------------------------------------------------------------
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        """softmax(alpha) per edge: the continuous relaxation of Eq. 2."""
+        return {"normal": F.softmax(self.alpha_normal, dim=-1), "reduce": F.softmax(self.alpha_reduce, dim=-1)}
+
+    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        if mixing is None:
+            mixing = self.mixing_weights()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            weights = mixing["reduce"] if cell.reduction else mixing["normal"]
+            s0, s1 = s1, cell(s0, s1, weights)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def genotype(self) -> Genotype:
+        mixing = self.mixing_weights()
+        return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier)

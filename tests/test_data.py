@@ -1,0 +1,162 @@
+"""Data: the official CIFAR python format, image folders (real CIFAR-10 JPEGs), splits and augmentation."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import CIFAR_JPG
+from lightning_nas.data.augment import BatchAugment
+from lightning_nas.data.batches import IndexBatchStream
+from lightning_nas.data.datamodules import SearchDataModule
+from lightning_nas.data.sources import load_cifar, load_image_folder
+from lightning_nas.errors import DataError
+
+
+def _cifar_archive(path, n_per_batch=4, seed=0):
+    """A small archive in the official cifar-10-python.tar.gz layout (pickled dicts, 3072-byte rows)."""
+    rng = np.random.default_rng(seed)
+    batches = {}
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, obj):
+            blob = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+            labels = rng.integers(0, 10, n_per_batch).tolist()
+            batches[name] = (data, labels)
+            add(name, {b"data": data, b"labels": labels, b"batch_label": name.encode()})
+        add("batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)]})
+    return batches
+
+
+def test_cifar_python_format_from_archive_and_folder(tmp_path):
+    batches = _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    ds = load_cifar(tmp_path, 10)
+    assert ds.train.images.shape == (20, 3, 32, 32) and ds.test.images.shape == (4, 3, 32, 32)
+    first = batches["data_batch_1"][0][0]
+    # channel-major rows: 1024 red, 1024 green, 1024 blue values, each row-major 32x32
+    assert torch.equal(ds.train.images[0, 1], torch.from_numpy(first[1024:2048].reshape(32, 32)))
+    assert ds.train.labels[:4].tolist() == batches["data_batch_1"][1]
+    assert ds.classes[3] == "class3"
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "extracted", filter="data")
+    again = load_cifar(tmp_path / "extracted", 10)
+    assert torch.equal(again.train.images, ds.train.images)
+
+
+def test_cifar_missing_and_corrupt(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
+        load_cifar(tmp_path / "empty", 10)
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"definitely not a tar archive" * 100)
+    with pytest.raises(DataError, match="corrupt"):
+        load_cifar(tmp_path, 10)
+
+
+def test_cifar_download_offline_says_where_to_put_files(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"could not download .* put it .* in"):
+        load_cifar(tmp_path, 10, download=True)
+    assert not any(tmp_path.iterdir())  # no partial file left behind
+
+
+def _png_folder(root, size=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{k}.png")
+
+
+def test_image_folder_decodes_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIGHTNING_NAS_CACHE")
+    _png_folder(tmp_path / "imgs")
+    ds = load_image_folder(tmp_path / "imgs")
+    assert ds.classes == ["cat", "dog"] and ds.train.images.shape == (6, 3, 6, 6)
+    assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    cache = tmp_path / "imgs.lnas-u8.pt"
+    assert cache.is_file()
+    assert torch.equal(load_image_folder(tmp_path / "imgs").train.images, ds.train.images)
+
+
+def test_image_folder_corrupt_image_is_named(tmp_path):
+    _png_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "train" / "cat" / "0.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="0.png"):
+        load_image_folder(tmp_path / "imgs")
+
+
+@pytest.mark.skipif(not CIFAR_JPG.is_file(), reason="../shared/data/cifar10-jpg.tar.gz not present")
+def test_real_cifar10_jpegs():
+    ds = load_image_folder(CIFAR_JPG)
+    assert ds.train.images.shape == (50000, 3, 32, 32) and ds.test.images.shape == (10000, 3, 32, 32)
+    assert ds.train.images.dtype == torch.uint8
+    assert torch.bincount(ds.train.labels).tolist() == [5000] * 10
+    assert ds.classes[0] == "airplane"
+    # the data README's train-set statistics
+    assert np.allclose(ds.mean, (0.4913, 0.4821, 0.4465), atol=2e-4)
+    assert np.allclose(ds.std, (0.2452, 0.2428, 0.2606), atol=2e-4)
+
+
+def test_augmentation_is_a_crop_and_flip_of_each_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
+    aug = BatchAugment(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_padding=2, hflip=True)
+    out = aug(x, seed=123)
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):
+        candidates = [aug.normalize(c[None])[0]
+                      for oy in range(5) for ox in range(5)
+                      for c in (padded[i, :, oy:oy + 8, ox:ox + 8], padded[i, :, oy:oy + 8, ox:ox + 8].flip(2))]
+        assert any(torch.equal(out[i], c) for c in candidates)
+    assert torch.equal(out, aug(x, seed=123))
+    assert not torch.equal(out, aug(x, seed=124))
+
+
+def test_cutout_zeroes_at_most_a_square():
+    x = torch.full((32, 3, 16, 16), 200, dtype=torch.uint8)
+    aug = BatchAugment(mean=(0.0,) * 3, std=(1.0,) * 3, cutout_length=6)
+    out = aug(x, seed=5)
+    holes = (out == 0).all(1).flatten(1).sum(1)
+    assert holes.max() <= 36 and holes.min() >= 9  # a 6x6 hole clipped at the border keeps >= 3x3
+
+
+def test_search_split_is_disjoint_seeded_and_shared_by_ranks():
+    dm = SearchDataModule(dataset="digits", seed=7)
+    a, b = dm.split_indices()
+    assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(a) + len(b) == len(dm.data.train)
+    assert torch.equal(a, SearchDataModule(dataset="digits", seed=7).split_indices()[0])
+    assert not torch.equal(a, SearchDataModule(dataset="digits", seed=8).split_indices()[0])
+    seq = SearchDataModule(dataset="digits", split="sequential").split_indices()[0]
+    assert torch.equal(seq, torch.arange(len(seq)))
+
+
+def test_stream_shards_cover_the_epoch_and_resume_mid_epoch():
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1)
+    labels = torch.arange(20)
+    idx = {"train": torch.arange(10), "val": torch.arange(10, 20)}
+    shards = [IndexBatchStream(images, labels, idx, 2, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    seen = [torch.cat([b["train"][1] for b in s]) for s in shards]
+    assert sorted(torch.cat(seen).tolist()) == list(range(10))
+    full = [b["train"][1].tolist() for b in IndexBatchStream(images, labels, idx, 3, seed=3)]
+    resumed = IndexBatchStream(images, labels, idx, 3, seed=3)
+    resumed.load_state_dict({"epoch": 0, "batches": 2})
+    assert [b["train"][1].tolist() for b in resumed] == full[2:]
+    assert all(v >= 10 for b in IndexBatchStream(images, labels, idx, 3, seed=3) for v in b["val"][1].tolist())
