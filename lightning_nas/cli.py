@@ -55,8 +55,8 @@ class NASCLI(LightningCLI):
                             help="run directory name (default: <method>_<dataset>)")
         parser.add_argument("--run.version", type=Optional[str], default=None,
                             help="run sub-directory (default: a timestamp; set it for multi-node runs)")
-        parser.add_argument("--run.monitor", type=str, default="val/acc",
-                            help="metric that picks the best checkpoint")
+        parser.add_argument("--run.monitor", type=Optional[str], default="val/acc",
+                            help="metric that picks the best checkpoint (null: keep only last.ckpt)")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
@@ -94,12 +94,19 @@ class NASCLI(LightningCLI):
         if loggers is False:
             logger = [CSVLogger(save_dir=str(self.run_dir), name="", version="")]
         ckpt_path = cfg.get("ckpt_path")
-        callbacks = [
-            ModelCheckpoint(dirpath=str(self.run_dir / "checkpoints"), save_last=True, monitor=cfg.run.monitor,
-                            mode="min" if "loss" in cfg.run.monitor else "max", filename="best-epoch{epoch:03d}",
-                            auto_insert_metric_name=False),
+        ckpt_dir = str(self.run_dir / "checkpoints")
+        # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
+        # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
+        callbacks: list[pl.Callback] = [
+            ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False),
             _artifacts(self.run_dir, self.subcommand or "fit", cfg.get("seed_everything"), ckpt_path),
         ]
+        monitor = cfg.run.monitor
+        if monitor:
+            callbacks.insert(1, ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
+                                                else "max", filename="best-epoch{epoch:03d}",
+                                                auto_insert_metric_name=False))
         self.config_init[self.subcommand]["trainer"]["logger"] = logger
         self.config_init[self.subcommand]["trainer"]["default_root_dir"] = str(self.run_dir)
         extra_cbs = self.config_init[self.subcommand]["trainer"].get("callbacks") or []
@@ -145,9 +152,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
+    previous = os.environ.get(RUN_DIR_ENV)
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)
     except LightningNASError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:  # the variable only hands the run directory to DDP children of this call
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
     return 0

@@ -62,9 +62,13 @@ class IndexBatchStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         epoch = int(self.epoch_fn())
         start = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            start = self._resume[1]
-        self._resume = None
+        if self._resume is not None:
+            # Lightning may create the iterator more than once in the resumed epoch (setup, then the epoch
+            # loop): the position holds for that whole epoch and is dropped once a later epoch starts.
+            if self._resume[0] == epoch:
+                start = self._resume[1]
+            else:
+                self._resume = None
         shards = {name: self._shard(idx, epoch, k) for k, (name, idx) in enumerate(self.index_sets.items())}
         first = next(iter(shards))
         steps = self._steps(len(shards[first]))

@@ -3,8 +3,8 @@
 Per training step (Liu et al., 2019, Alg. 1 and the official ``train_search.py``):
 1. architecture step first, at the current weights: ``architecture_gradient`` (overridable) returns
    d L / d alpha; it is all-reduced once across ranks and applied by the architecture optimizer;
-2. weight step on the same train batch: ``weight_loss`` (overridable), grad-norm clipping of the weights
-   only, SGD. The LR scheduler is stepped once per epoch.
+2. weight step on the same train batch: ``weight_logits`` (overridable), grad-norm clipping of the weights
+   only, SGD. The LR scheduler advances once per epoch, at epoch start.
 
 Alphas are excluded from DDP's gradient reducer (``_ddp_params_and_buffers_to_ignore``): DDP reduces the
 weight gradients once per step and this class reduces the alpha gradient once, so all ranks keep
@@ -164,6 +164,7 @@ class BilevelSearch(ProvenanceMixin):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        self._sync_lr_schedule()
         x_t, y_t = batch["train"]
         x_v, y_v = batch["val"]
         if self.current_epoch >= self.warmup_epochs:
@@ -183,9 +184,18 @@ class BilevelSearch(ProvenanceMixin):
         self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
+    def _sync_lr_schedule(self) -> None:
+        """Bring the weight-LR schedule to the current epoch (DARTS steps it at epoch start).
+
+        Called at every training step rather than from an epoch hook: checkpoints are written at validation
+        end, before ``on_train_epoch_end``, and a resumed run skips ``on_train_epoch_start`` of the epoch it
+        restarts in, so only a catch-up at the point of use keeps resume exact."""
+        sched = self.lr_schedulers()
+        while sched.last_epoch < self.current_epoch:
+            sched.step()
+
     def on_train_epoch_end(self) -> None:
         self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
-        self.lr_schedulers().step()
         for cell, weights in self.supernet.mixing_weights().items():
             for e, row in enumerate(weights.detach().cpu()):
                 for op, w in zip(self.supernet.primitives, row.tolist()):

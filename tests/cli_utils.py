@@ -1,0 +1,40 @@
+"""Running the CLI from tests, in-process or as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import REPO
+from lightning_nas.cli import main
+
+TINY1 = REPO / "experiments" / "tiny" / "darts_first_order.yaml"
+TINY2 = REPO / "experiments" / "tiny" / "darts_second_order.yaml"
+TINY_RETRAIN = REPO / "experiments" / "tiny" / "retrain.yaml"
+
+
+def run_in_process(*args: str, capsys=None) -> Path:
+    """``python -m lightning_nas fit ...`` in this process; returns the run directory it printed last."""
+    assert main(list(args)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    return Path(out[-1])
+
+
+def run_subprocess(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env.pop("LIGHTNING_NAS_RUN_DIR", None)
+    return subprocess.run([sys.executable, "-m", "lightning_nas", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def alphas(ckpt: Path) -> list[torch.Tensor]:
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    return [state["supernet.alpha_normal"], state["supernet.alpha_reduce"]]
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True)["state_dict"]

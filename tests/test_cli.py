@@ -1,0 +1,173 @@
+"""End-to-end runs through the CLI: run directory, configs, reproducibility, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cli_utils import TINY1, TINY2, TINY_RETRAIN, alphas, run_in_process, run_subprocess, weights
+from conftest import REPO
+from lightning_nas.cli import main
+
+CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
+TINY = sorted((REPO / "experiments" / "tiny").glob("*.yaml"))
+
+
+def test_quickstart_end_to_end(tmp_path):
+    """The README's first command: the real quickstart config, as a user runs it."""
+    proc = run_subprocess("fit", "--config", "experiments/quickstart.yaml", "--run.root", str(tmp_path), timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert run_dir.parent.parent == tmp_path
+    for name in ("config.yaml", "metrics.csv", "genotype.json", "genotypes.jsonl", "summary.json",
+                 "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["method"] == "lightning_nas.methods.darts.DARTS" and summary["seed"] == 2
+    assert summary["data"]["dataset"] == "digits" and summary["versions"]["torch"]
+    # a real search on real data learns: held-out supernet accuracy far above chance (10 %)
+    assert summary["metrics"]["val/acc"] > 0.8
+    lines = (run_dir / "genotypes.jsonl").read_text().splitlines()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert len(lines) == config["trainer"]["max_epochs"]
+    genotype = json.loads((run_dir / "genotype.json").read_text())
+    assert genotype["text"] == summary["genotype"] == json.loads(lines[-1])["text"]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    meta = ckpt["lightning_nas"]
+    assert meta["seed"] == 2 and "SearchDataModule" in meta["config"] and meta["versions"]["pytorch-lightning"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO)) for c in CONFIGS])
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].startswith("lightning_nas.methods.")
+
+
+@pytest.mark.parametrize("config", TINY, ids=[c.stem for c in TINY])
+def test_tiny_configs_run(config, tmp_path, capsys):
+    run_dir = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path), capsys=capsys)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["metrics"]["val/acc"] is not None and summary["global_step"] > 0
+    assert (run_dir / "genotype.json").is_file()
+
+
+def test_same_seed_same_alpha_and_genotype(tmp_path, capsys):
+    runs = [run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / str(k)), capsys=capsys)
+            for k in range(2)]
+    a, b = (alphas(r / "checkpoints" / "last.ckpt") for r in runs)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert (runs[0] / "genotype.json").read_text() == (runs[1] / "genotype.json").read_text()
+    other = run_in_process("fit", "--config", str(TINY1), "--seed_everything", "3", "--run.root",
+                           str(tmp_path / "seed3"), capsys=capsys)
+    assert not torch.equal(alphas(other / "checkpoints" / "last.ckpt")[0], a[0])
+
+
+@pytest.mark.parametrize("config, stop_after", [(TINY1, 7), (TINY2, 5)], ids=["order1-mid-epoch", "order2-epoch-end"])
+def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
+    """5 steps per epoch: 7 interrupts in the middle of the second epoch, 5 at the first epoch's end."""
+    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), capsys=capsys)
+    mid = tmp_path / "interrupted.ckpt"
+    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
+                         "init_args": {"batches": stop_after, "checkpoint": str(mid)}}])
+    run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks",
+                   probe, capsys=capsys)
+    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"),
+                             "--ckpt_path", str(mid), capsys=capsys)
+    a, b = weights(full / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["resumed_from"] == str(mid)
+
+
+@pytest.mark.parametrize("config", [TINY1, TINY2], ids=["order1", "order2"])
+def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
+    prefix = tmp_path / "alpha"
+    probe = json.dumps([{"class_path": "tests.probes.AlphaRecorder", "init_args": {"prefix": str(prefix)}}])
+    proc = run_subprocess("fit", "--config", str(config), "--run.root", str(tmp_path / "runs"),
+                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+                          "--trainer.callbacks", probe, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = [json.loads(line) for line in Path(f"{prefix}.rank0.jsonl").read_text().splitlines()]
+    rank1 = [json.loads(line) for line in Path(f"{prefix}.rank1.jsonl").read_text().splitlines()]
+    assert len(rank0) == len(rank1) > 0
+    for r0, r1 in zip(rank0, rank1):
+        assert r0 == r1
+    assert rank0[0]["alphas"] != rank0[-1]["alphas"]  # the alphas did move
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert (run_dir / "summary.json").is_file() and len(list((tmp_path / "runs").rglob("summary.json"))) == 1
+
+
+def test_retrain_from_a_search_run_directory(tmp_path, capsys):
+    search = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), capsys=capsys)
+    retrain = run_in_process("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path),
+                             "--model.init_args.genotype", str(search), capsys=capsys)
+    assert json.loads((retrain / "summary.json").read_text())["genotype"] == \
+        json.loads((search / "genotype.json").read_text())["text"]
+
+
+def _fails(proc, *needles):
+    assert proc.returncode != 0
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr[-2000:])
+
+
+def test_bad_input_unknown_config_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cfg = yaml.safe_load(TINY1.read_text())
+    cfg["model"]["init_args"]["learning_rate_typo"] = 0.1
+    bad.write_text(yaml.safe_dump(cfg))
+    _fails(run_subprocess("fit", "--config", str(bad), "--run.root", str(tmp_path)), "learning_rate_typo")
+
+
+def test_bad_input_wrong_type(tmp_path):
+    _fails(run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path),
+                          "--data.init_args.batch_size", "sixty-four"), "batch_size")
+
+
+def test_bad_input_missing_data_dir(tmp_path):
+    _fails(run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--data.init_args.dataset",
+                          "cifar10", "--data.init_args.data_dir", str(tmp_path / "nowhere")),
+           "CIFAR-10 not found", "cifar-10-python.tar.gz")
+
+
+def test_bad_input_corrupt_archive(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b broken" * 50)
+    _fails(run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "runs"),
+                          "--data.init_args.dataset", "cifar10", "--data.init_args.data_dir", str(tmp_path)),
+           "is corrupt")
+
+
+def test_bad_input_unknown_genotype_op(tmp_path):
+    from lightning_nas.search_spaces.darts import PUBLISHED
+
+    text = PUBLISHED["DARTS_V2"].to_text().replace("sep_conv_3x3", "sep_conv_11x11")
+    _fails(run_subprocess("describe", "--genotype", text), "sep_conv_11x11")
+    _fails(run_subprocess("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path),
+                          "--model.init_args.genotype", text), "sep_conv_11x11")
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path, capsys):
+    retrain = run_in_process("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path), capsys=capsys)
+    ckpt = retrain / "checkpoints" / "last.ckpt"
+    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--ckpt_path", str(ckpt))
+    _fails(proc, "written by method lightning_nas.methods.retrain.Retrain")
+    assert ckpt.is_file()  # nothing already written is lost
+
+
+def test_describe_json(capsys):
+    assert main(["describe", "--genotype", "DARTS_V2", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info) == {"params", "params_with_aux", "macs", "normal_depth", "normal_width", "reduce_depth",
+                         "reduce_width"}
+    assert info["params"] == 3_349_342 and info["params_with_aux"] > info["params"]
+    assert info["normal_depth"] == 2 and info["normal_width"] == 4
