@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from conftest import REPO
+
 from lightning_nas.cli import main
 
 TINY1 = REPO / "experiments" / "tiny" / "darts_first_order.yaml"

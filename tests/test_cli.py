@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from cli_utils import TINY1, TINY2, TINY_RETRAIN, alphas, run_in_process, run_subprocess, weights
 from conftest import REPO
+
 from lightning_nas.cli import main
 
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
@@ -87,6 +87,30 @@ def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
         assert torch.equal(a[key], b[key]), key
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_from"] == str(mid)
+
+
+def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):
+    """Drop path draws from the global RNG: resume must restore it, the LR schedule and the data position."""
+    common = ("--config", str(TINY_RETRAIN), "--trainer.max_epochs", "3", "--model.init_args.drop_path_prob", "0.3")
+    full = run_in_process("fit", *common, "--run.root", str(tmp_path / "full"), capsys=capsys)
+    mid = tmp_path / "interrupted.ckpt"
+    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
+                         "init_args": {"batches": 7, "checkpoint": str(mid)}}])
+    run_in_process("fit", *common, "--run.root", str(tmp_path / "cut"), "--trainer.callbacks", probe, capsys=capsys)
+    resumed = run_in_process("fit", *common, "--run.root", str(tmp_path / "resumed"), "--ckpt_path", str(mid),
+                             capsys=capsys)
+    a, b = weights(full / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_test_subcommand_writes_a_run_directory(tmp_path, capsys):
+    search = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), capsys=capsys)
+    tested = run_in_process("test", "--config", str(search / "config.yaml"), "--run.root", str(tmp_path),
+                            "--ckpt_path", str(search / "checkpoints" / "last.ckpt"), capsys=capsys)
+    assert tested.name.endswith("-test")
+    summary = json.loads((tested / "summary.json").read_text())
+    assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0 and summary["subcommand"] == "test"
 
 
 @pytest.mark.parametrize("config", [TINY1, TINY2], ids=["order1", "order2"])

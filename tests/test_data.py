@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import CIFAR_JPG
+
 from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.batches import IndexBatchStream
 from lightning_nas.data.datamodules import SearchDataModule
@@ -82,7 +82,8 @@ def _png_folder(root, size=6):
         for c in ("cat", "dog"):
             (root / split / c).mkdir(parents=True)
             for k in range(n):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{k}.png")
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{k}.png")
 
 
 def test_image_folder_decodes_once_and_caches(tmp_path, monkeypatch):

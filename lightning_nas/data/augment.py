@@ -7,7 +7,7 @@ on (seed, epoch, step, rank) and a resumed run sees the same pixels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

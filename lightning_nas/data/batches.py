@@ -10,7 +10,8 @@ batch (Lightning's stateful-dataloader protocol).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 import numpy as np
 import torch
@@ -101,7 +102,10 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, stream: IndexBatchStream, progress_fn: Optional[Callable[[], tuple[int, int]]] = None,
                  pin_memory: bool = False):
-        super().__init__(stream, batch_size=None, num_workers=0, pin_memory=pin_memory)
+        # Creating an iterator draws a base seed from `generator`: a private one keeps those draws out of the
+        # global RNG stream (drop path, dropout), which a resumed run must see unchanged.
+        super().__init__(stream, batch_size=None, num_workers=0, pin_memory=pin_memory,
+                         generator=torch.Generator().manual_seed(0))
         self.stream = stream
         self.progress_fn = progress_fn
 

@@ -15,7 +15,8 @@ its extra forwards update them; only eval-mode metrics could differ).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist

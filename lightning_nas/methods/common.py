@@ -4,8 +4,9 @@ and the check that a checkpoint belongs to this method and search space."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Union
 
 import pytorch_lightning as pl
 import torch

@@ -73,10 +73,16 @@ class Retrain(ProvenanceMixin):
         if self.grad_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
 
-    def on_train_epoch_start(self) -> None:
-        self.net.drop_path_prob = self.drop_path_prob * self.current_epoch / max(1, int(self.trainer.max_epochs))
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's end-of-epoch step is replaced by the catch-up in ``training_step``."""
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Schedule and drop-path rate are derived from the epoch at the point of use: a resumed run skips the
+        # epoch-start hook of the epoch it restarts in, and checkpoints precede the end-of-epoch step.
+        sched = self.lr_schedulers()
+        while sched.last_epoch < self.current_epoch:
+            sched.step()
+        self.net.drop_path_prob = self.drop_path_prob * self.current_epoch / max(1, int(self.trainer.max_epochs))
         x, y = batch["train"]
         logits, logits_aux = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)

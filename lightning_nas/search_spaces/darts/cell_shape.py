@@ -10,7 +10,7 @@ Conventions (stated because the paper leaves partially connected nodes open):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def cell_depth(gene: Sequence[tuple[str, int]], concat: Sequence[int]) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -65,7 +66,7 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "") -> "Genotype":
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> Genotype:
         if "genotype" in data and isinstance(data["genotype"], dict):  # a genotype.json written by a run
             data = data["genotype"]
         missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(data)
@@ -95,7 +96,7 @@ class Genotype:
     __str__ = to_text
 
     @classmethod
-    def from_text(cls, text: str, source: str = "") -> "Genotype":
+    def from_text(cls, text: str, source: str = "") -> Genotype:
         """Parse ``Genotype(normal=[...], normal_concat=[...] | range(a, b), reduce=..., reduce_concat=...)``."""
         stripped = text.strip()
         match = re.fullmatch(r"(?:\w+\s*=\s*)?Genotype\s*\((.*)\)", stripped, flags=re.S)
@@ -123,7 +124,7 @@ class Genotype:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str, source: str = "") -> "Genotype":
+    def from_json(cls, text: str, source: str = "") -> Genotype:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -6,7 +6,7 @@ The same constructors build the search supernet (``affine=False``) and the evalu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -8,7 +8,8 @@ perturbed or neighbour weights without touching alpha.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

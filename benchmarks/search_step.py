@@ -1,0 +1,81 @@
+"""Seconds per DARTS search step (architecture step + weight step) through the real Lightning loop.
+
+    python benchmarks/search_step.py --data ../shared/data/cifar10-jpg.tar.gz --orders 1 2 --steps 3
+
+Runs every requested order in one process on the same data and reports the median step time of each
+(the first step is warm-up and excluded) and the ratio to the first order listed. Defaults are the
+paper's supernet (C=16, 8 cells, batch 64, 32x32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_nas.data.datamodules import SearchDataModule
+from lightning_nas.methods import DARTS
+from lightning_nas.search_spaces.darts import DartsSupernet
+
+
+class StepTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def _sync(self, trainer: pl.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        self._sync(trainer)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self._sync(trainer)
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def time_order(order: int, args: argparse.Namespace) -> dict:
+    pl.seed_everything(2, verbose=False)
+    dataset = "image_folder" if args.data else "digits"
+    dm = SearchDataModule(dataset=dataset, data_dir=args.data, batch_size=args.batch, seed=2,
+                          image_size=args.image_size)
+    model = DARTS(supernet=partial(DartsSupernet, channels=args.channels, layers=args.layers),
+                  num_classes=dm.num_classes, in_channels=dm.in_channels, order=order)
+    timer = StepTimer()
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=args.steps + 1, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator=args.accelerator, devices=1, callbacks=[timer])
+    trainer.fit(model, datamodule=dm)
+    steady = timer.times[1:]
+    out = {"order": order, "median_s": statistics.median(steady), "steps_s": [round(t, 3) for t in steady]}
+    if torch.cuda.is_available() and args.accelerator != "cpu":
+        out["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="image folder / archive (default: digits, resized by --image-size)")
+    parser.add_argument("--orders", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per order (after one warm-up step)")
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--accelerator", default="auto")
+    args = parser.parse_args()
+    results = [time_order(order, args) for order in args.orders]
+    base = results[0]["median_s"]
+    for r in results:
+        r["ratio_to_first"] = round(r["median_s"] / base, 3)
+    print(json.dumps({"config": vars(args), "threads": torch.get_num_threads(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
