@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import LightningNASError
-from lightning_nas.methods.common import ProvenanceMixin
+from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
@@ -41,8 +41,12 @@ def _version_name(root: Path, name: str) -> str:
 class NASCLI(LightningCLI):
     def __init__(self, **kwargs: Any):
         self.run_dir: Optional[Path] = None
+        kwargs.setdefault("parser_kwargs", {"prog": "python -m lightning_nas", "description": (
+            "lightning_nas: reproducible weight-sharing NAS. Run a method from a config with "
+            "`fit --config experiments/<...>.yaml`; `describe --genotype G` prints a genotype's size, cost and "
+            "cell shape (see `python -m lightning_nas describe --help`).")})
         super().__init__(
-            model_class=ProvenanceMixin, subclass_mode_model=True,
+            model_class=NASModule, subclass_mode_model=True,
             datamodule_class=InMemoryDataModule, subclass_mode_data=True,
             seed_everything_default=2, auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
@@ -116,7 +120,7 @@ class NASCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
-        if isinstance(self.model, ProvenanceMixin):
+        if isinstance(self.model, NASModule):
             self.model.run_metadata = {
                 "config": self._config_text(),
                 "seed": self._section().get("seed_everything"),

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import ProvenanceMixin, build_optimizer, resolve_callable
+from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 
 #: a search space: called with (num_classes, in_channels) it builds the supernet
@@ -55,7 +54,7 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(n)
 
 
-class BilevelSearch(ProvenanceMixin):
+class BilevelSearch(NASModule):
     """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
 
     def __init__(self, supernet: SupernetFactory = DartsSupernet, num_classes: int = 10, in_channels: int = 3,
@@ -84,8 +83,7 @@ class BilevelSearch(ProvenanceMixin):
         self.num_classes = num_classes
         names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
         self._ddp_params_and_buffers_to_ignore = names
-        acc = dict(num_classes=num_classes, average="micro")
-        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**acc) for _ in range(3))
+        self.init_accuracy_metrics(num_classes)
         self.arch_loss_mean, self.weight_loss_mean = MeanMetric(), MeanMetric()
 
     # ---- identity --------------------------------------------------------------------------------------
@@ -202,15 +200,5 @@ class BilevelSearch(ProvenanceMixin):
                 for op, w in zip(self.supernet.primitives, row.tolist()):
                     self.log(f"alpha_{cell}/e{e:02d}_{op}", w)
 
-    def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
-        x, y = batch["eval"]
-        logits = self.supernet(x)
-        self.log(f"{stage}/loss", self.loss(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
-        metric.update(logits, y)
-        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x)

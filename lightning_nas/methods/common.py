@@ -1,5 +1,5 @@
-"""Pieces every lightning_nas LightningModule shares: config-injected optimizers, checkpoint provenance
-and the check that a checkpoint belongs to this method and search space."""
+"""Pieces every lightning_nas LightningModule shares: config-injected optimizers, checkpoint provenance,
+the check that a checkpoint belongs to this method and search space, and the evaluation loop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, Union
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.reproducibility import rng_state, set_rng_state
@@ -36,9 +38,13 @@ def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], 
     return resolve_callable(spec, what)(params)
 
 
-class ProvenanceMixin(pl.LightningModule):
-    """Stores method id, space id, resolved config, versions, seed and RNG state in every checkpoint and
-    refuses a checkpoint written by another method or for another search space."""
+class NASModule(pl.LightningModule):
+    """Base of every lightning_nas LightningModule.
+
+    Stores method id, space id, resolved config, versions, seed and RNG state in every checkpoint, refuses a
+    checkpoint written by another method or for another search space, and runs validation/test as
+    classification of ``batch["eval"]`` with ``eval_logits`` (logged as ``val/*`` and ``test/*``).
+    """
 
     #: set by the CLI: {"config": yaml text, "seed": int, "versions": {...}, "git": str | None}
     run_metadata: dict[str, Any]
@@ -72,3 +78,24 @@ class ProvenanceMixin(pl.LightningModule):
                 "resume it with the config it was written with (config.yaml in its run directory)")
         if "rng" in meta:
             set_rng_state(meta["rng"])
+
+    # ---- evaluation ------------------------------------------------------------------------------------
+    def init_accuracy_metrics(self, num_classes: int) -> None:
+        acc = dict(num_classes=num_classes, average="micro")
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**acc) for _ in range(3))
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = batch["eval"]
+        logits = self.eval_logits(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        metric.update(logits, y)
+        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)

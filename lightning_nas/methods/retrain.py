@@ -12,17 +12,16 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import ProvenanceMixin, build_optimizer, resolve_callable
+from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
 from lightning_nas.search_spaces.darts.genotype import load_genotype
 
 RETRAIN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 
 
-class Retrain(ProvenanceMixin):
+class Retrain(NASModule):
     def __init__(self, genotype: str = "DARTS_V2", network: Literal["cifar", "imagenet"] = "cifar",
                  channels: int = 36, layers: int = 20, auxiliary: bool = True, auxiliary_weight: float = 0.4,
                  drop_path_prob: float = 0.2, label_smoothing: float = 0.0, grad_clip: float = 5.0,
@@ -46,8 +45,7 @@ class Retrain(ProvenanceMixin):
         self.auxiliary_weight, self.drop_path_prob = auxiliary_weight, drop_path_prob
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
         self.optimizer_spec, self.lr_scheduler_factory = optimizer, lr_scheduler
-        acc = dict(num_classes=num_classes, average="micro")
-        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**acc) for _ in range(3))
+        self.init_accuracy_metrics(num_classes)
 
     def space_id(self) -> str:
         return f"{type(self.net).__qualname__}({self.arch.to_text()})"
@@ -93,15 +91,5 @@ class Retrain(ProvenanceMixin):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
-        x, y = batch["eval"]
-        logits, _ = self.net(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
-        metric.update(logits, y)
-        self.log(f"{stage}/acc", metric, on_epoch=True, prog_bar=True)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
