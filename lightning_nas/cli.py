@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
+from lightning_nas.callbacks.run_artifacts import RunArtifacts
 from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import LightningNASError
 from lightning_nas.methods.common import NASModule
@@ -41,6 +42,7 @@ def _version_name(root: Path, name: str) -> str:
 class NASCLI(LightningCLI):
     def __init__(self, **kwargs: Any):
         self.run_dir: Optional[Path] = None
+        self.git = git_revision()
         kwargs.setdefault("parser_kwargs", {"prog": "python -m lightning_nas", "description": (
             "lightning_nas: reproducible weight-sharing NAS. Run a method from a config with "
             "`fit --config experiments/<...>.yaml`; `describe --genotype G` prints a genotype's size, cost and "
@@ -89,34 +91,37 @@ class NASCLI(LightningCLI):
         os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """Every run logs to <run_dir>/metrics.csv (first logger, so ``trainer.log_dir`` is the run directory)
+        next to the loggers of the config, and writes last.ckpt, the best checkpoint and the run artifacts."""
         cfg = self._section()
         assert self.run_dir is not None
-        trainer_cfg = cfg.get("trainer", {})
-        loggers = trainer_cfg.get("logger")
-        extra = [] if loggers in (None, True, False) else (loggers if isinstance(loggers, list) else [loggers])
-        logger = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + extra
-        if loggers is False:
-            logger = [CSVLogger(save_dir=str(self.run_dir), name="", version="")]
-        ckpt_path = cfg.get("ckpt_path")
+        trainer_init = self.config_init[self.subcommand]["trainer"]
+        user_loggers = trainer_init.get("logger")
+        if user_loggers in (None, True, False):
+            user_loggers = []
+        elif not isinstance(user_loggers, list):
+            user_loggers = [user_loggers]
+        trainer_init["logger"] = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
+        trainer_init["default_root_dir"] = str(self.run_dir)
         ckpt_dir = str(self.run_dir / "checkpoints")
         # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
         # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
         callbacks: list[pl.Callback] = [
             ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                            enable_version_counter=False),
-            _artifacts(self.run_dir, self.subcommand or "fit", cfg.get("seed_everything"), ckpt_path),
-        ]
+                            enable_version_counter=False)]
         monitor = cfg.run.monitor
         if monitor:
-            callbacks.insert(1, ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
-                                                else "max", filename="best-epoch{epoch:03d}",
-                                                auto_insert_metric_name=False))
-        self.config_init[self.subcommand]["trainer"]["logger"] = logger
-        self.config_init[self.subcommand]["trainer"]["default_root_dir"] = str(self.run_dir)
-        extra_cbs = self.config_init[self.subcommand]["trainer"].get("callbacks") or []
-        if not isinstance(extra_cbs, list):
-            extra_cbs = [extra_cbs]
-        self.config_init[self.subcommand]["trainer"]["callbacks"] = extra_cbs + callbacks
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
+                                             else "max", filename="best-epoch{epoch:03d}",
+                                             auto_insert_metric_name=False))
+        seed = cfg.get("seed_everything")
+        ckpt_path = cfg.get("ckpt_path")
+        callbacks.append(RunArtifacts(self.run_dir, self.subcommand, seed if isinstance(seed, int) else None,
+                                      self.git, str(ckpt_path) if ckpt_path else None))
+        user_callbacks = trainer_init.get("callbacks") or []
+        if not isinstance(user_callbacks, list):
+            user_callbacks = [user_callbacks]
+        trainer_init["callbacks"] = user_callbacks + callbacks
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
@@ -125,7 +130,7 @@ class NASCLI(LightningCLI):
                 "config": self._config_text(),
                 "seed": self._section().get("seed_everything"),
                 "versions": library_versions(),
-                "git": git_revision(),
+                "git": self.git,
             }
 
     def _config_text(self) -> str:
@@ -137,13 +142,6 @@ class NASCLI(LightningCLI):
             print(self.run_dir, flush=True)
 
     after_fit = after_validate = after_test = _print_run_dir
-
-
-def _artifacts(run_dir: Path, subcommand: str, seed: Any, ckpt_path: Optional[str]) -> pl.Callback:
-    from lightning_nas.callbacks.run_artifacts import RunArtifacts
-
-    return RunArtifacts(run_dir, subcommand, seed if isinstance(seed, int) else None, git_revision(),
-                        str(ckpt_path) if ckpt_path else None)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -195,3 +195,15 @@ def test_describe_json(capsys):
                          "reduce_width"}
     assert info["params"] == 3_349_342 and info["params_with_aux"] > info["params"]
     assert info["normal_depth"] == 2 and info["normal_width"] == 4
+
+
+def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch):
+    """The README's wandb recipe: a WandbLogger next to the run's CSV logger, offline, no API key."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    logger = json.dumps([{"class_path": "pytorch_lightning.loggers.WandbLogger",
+                          "init_args": {"project": "lightning_nas_tests", "save_dir": str(tmp_path / "wb")}}])
+    run_dir = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.logger", logger,
+                             "--trainer.max_epochs", "1", capsys=capsys)
+    assert (run_dir / "metrics.csv").is_file()
+    assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
