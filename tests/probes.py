@@ -23,13 +23,34 @@ class StopAfterBatches(Callback):
 
 
 class AlphaRecorder(Callback):
-    """Writes this rank's alphas after every training step to ``<prefix>.rank<R>.jsonl``."""
+    """Writes, per rank and training step, the alphas and how many ``torch.distributed.all_reduce`` calls the
+    step made to ``<prefix>.rank<R>.jsonl``, and the parameters DDP's reducer ignores to ``<prefix>.ddp.json``."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
+        self.calls = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch.distributed as dist
+
+        original = dist.all_reduce
+
+        def counting_all_reduce(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        dist.all_reduce = counting_all_reduce
+        ignored = sorted(getattr(trainer.strategy.model, "parameters_to_ignore", []))
+        if trainer.is_global_zero:
+            with open(f"{self.prefix}.ddp.json", "w") as f:
+                json.dump({"ignored": ignored}, f)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.calls = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         alphas = [a.detach().cpu().double().flatten().tolist() for a in pl_module.supernet.arch_parameters()]
         with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": trainer.current_epoch, "batch": batch_idx, "alphas": alphas}) + "\n")
+            f.write(json.dumps({"epoch": trainer.current_epoch, "batch": batch_idx, "all_reduce_calls": self.calls,
+                                "alphas": alphas}) + "\n")

@@ -127,6 +127,10 @@ def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
     for r0, r1 in zip(rank0, rank1):
         assert r0 == r1
     assert rank0[0]["alphas"] != rank0[-1]["alphas"]  # the alphas did move
+    # one explicit all-reduce per step (the alpha gradient); DDP's reducer leaves the alphas alone
+    assert {r["all_reduce_calls"] for r in rank0 + rank1} == {1}
+    ignored = json.loads(Path(f"{prefix}.ddp.json").read_text())["ignored"]
+    assert ignored == ["supernet.alpha_normal", "supernet.alpha_reduce"]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     assert (run_dir / "summary.json").is_file() and len(list((tmp_path / "runs").rglob("summary.json"))) == 1
 
