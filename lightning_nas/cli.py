@@ -74,8 +74,11 @@ class NASCLI(LightningCLI):
         cfg = self._section()
         seed = cfg.get("seed_everything")
         data_args = cfg.get("data", {}).get("init_args")
-        if data_args is not None and "seed" in data_args and isinstance(seed, int) and not isinstance(seed, bool):
-            data_args["seed"] = seed  # one seed drives everything
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            for section in ("data", "model"):  # one seed drives everything, sampling on every rank included
+                init_args = cfg.get(section, {}).get("init_args")
+                if init_args is not None and "seed" in init_args:
+                    init_args["seed"] = seed
         if os.environ.get(RUN_DIR_ENV):  # a DDP child process: reuse the directory the launcher made
             self.run_dir = Path(os.environ[RUN_DIR_ENV])
             return

@@ -113,7 +113,11 @@ def test_test_subcommand_writes_a_run_directory(tmp_path, capsys):
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0 and summary["subcommand"] == "test"
 
 
-@pytest.mark.parametrize("config", [TINY1, TINY2], ids=["order1", "order2"])
+DDP_CONFIGS = [TINY1, TINY2, REPO / "experiments" / "tiny" / "na_darts.yaml",
+               REPO / "experiments" / "tiny" / "sdarts_adv.yaml"]
+
+
+@pytest.mark.parametrize("config", DDP_CONFIGS, ids=["darts-order1", "darts-order2", "na_darts", "sdarts_adv"])
 def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
     prefix = tmp_path / "alpha"
     probe = json.dumps([{"class_path": "tests.probes.AlphaRecorder", "init_args": {"prefix": str(prefix)}}])

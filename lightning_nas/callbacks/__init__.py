@@ -1,5 +1,6 @@
-"""Callbacks: run artifacts now; analysis callbacks (landscape, weight-sharing variance) attach the same way."""
+"""Callbacks: run artifacts and analysis tools, each attachable to any method from the config."""
 
+from lightning_nas.callbacks.landscape import HessianEigenvalue
 from lightning_nas.callbacks.run_artifacts import RunArtifacts
 
-__all__ = ["RunArtifacts"]
+__all__ = ["HessianEigenvalue", "RunArtifacts"]

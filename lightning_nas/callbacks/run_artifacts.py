@@ -76,6 +76,8 @@ class RunArtifacts(Callback):
         }
         if hasattr(pl_module, "num_parameters"):
             summary["num_parameters"] = pl_module.num_parameters
+        if hasattr(pl_module, "summary_extras"):
+            summary.update(pl_module.summary_extras())
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -174,10 +174,21 @@ class SearchDataModule(InMemoryDataModule):
         w_idx, a_idx = self.split_indices()
         return self._loader(self.data.train, {"train": w_idx, "val": a_idx}, self.batch_size, True, True)
 
-    def val_dataloader(self) -> ResumableLoader:
+    def _heldout(self) -> ImageData:
         _, a_idx = self.split_indices()
         train = self.data.train
-        return self._eval_loader(ImageData(train.images[a_idx], train.labels[a_idx]))
+        return ImageData(train.images[a_idx], train.labels[a_idx])
+
+    def val_dataloader(self) -> ResumableLoader:
+        return self._eval_loader(self._heldout())
+
+    def fixed_val_batches(self, n: int) -> list[dict]:
+        """The first ``n`` held-out batches (eval batch size, unshuffled), the same on every rank: a fixed
+        probe set for analysis callbacks."""
+        split = self._heldout()
+        stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
+                                  self.eval_batch_size, self.seed, shuffle=False)
+        return [batch for _, batch in zip(range(n), stream)]
 
 
 class ClassificationDataModule(InMemoryDataModule):

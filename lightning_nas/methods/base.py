@@ -25,6 +25,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
@@ -61,7 +62,7 @@ class BilevelSearch(NASModule):
                  weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
                  arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,
                  lr_scheduler: Optional[LRSchedulerCallable] = None, eta_min: float = 0.001,
-                 grad_clip: float = 5.0, warmup_epochs: int = 0):
+                 grad_clip: float = 5.0, warmup_epochs: int = 0, seed: int = 2):
         """
         Args:
             supernet: the search space, built as ``supernet(num_classes, in_channels)``.
@@ -71,6 +72,7 @@ class BilevelSearch(NASModule):
             lr_scheduler: weight-LR schedule stepped per epoch; default cosine to ``eta_min`` over max_epochs.
             grad_clip: max gradient norm of the weights (DARTS: 5); 0 disables clipping.
             warmup_epochs: epochs of weight-only training before architecture steps start.
+            seed: seeds the methods' own sampling (``step_generator``); the CLI sets it from seed_everything.
         """
         super().__init__()
         if grad_clip < 0 or warmup_epochs < 0:
@@ -79,8 +81,7 @@ class BilevelSearch(NASModule):
         self.supernet = resolve_callable(supernet, "model.supernet")(num_classes, in_channels)
         self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.lr_scheduler_factory, self.eta_min = lr_scheduler, eta_min
-        self.grad_clip, self.warmup_epochs = grad_clip, warmup_epochs
-        self.num_classes = num_classes
+        self.grad_clip, self.warmup_epochs, self.seed = grad_clip, warmup_epochs, seed
         names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
         self._ddp_params_and_buffers_to_ignore = names
         self.init_accuracy_metrics(num_classes)
@@ -132,6 +133,11 @@ class BilevelSearch(NASModule):
         """Logits of the weight step; alpha enters as a constant (SDARTS overrides it)."""
         mixing = {k: v.detach() for k, v in self.supernet.mixing_weights().items()}
         return self.supernet(x, mixing=mixing)
+
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator seeded by (seed, global step, stream): every rank draws the same perturbations and
+        neighbours at the same step, and a resumed run draws what the uninterrupted one would have."""
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.global_step, stream))
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -1,0 +1,89 @@
+"""Dominant Hessian eigenvalue of the validation loss with respect to alpha (Zela et al., ICLR 2020; the
+metric SDARTS, Chen & Hsieh 2020, reduces): a rising value is the usual sign of a collapsing DARTS search.
+
+Power iteration on exact Hessian-vector products (double backward) over a fixed set of held-out batches,
+chosen once at the start of fit from the datamodule's validation loader, identical on every rank. The model
+stays in train mode (batch-statistics BN, as SDARTS's code measures it) with BN running statistics untouched.
+``weight_decay`` adds lambda * I (SDARTS includes the alpha weight decay, 1e-3); the default 0 is the Hessian
+of the loss alone. The eigenvalue of largest magnitude is reported with its sign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lightning_nas.methods.base import frozen_bn_stats
+
+
+def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], iterations: int = 20,
+                        tol: float = 1e-4, generator: Optional[torch.Generator] = None,
+                        weight_decay: float = 0.0) -> tuple[float, int]:
+    """(eigenvalue of largest magnitude of d^2 loss / d params^2 + weight_decay * I, iterations used)."""
+    params = list(params)
+    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    v = [torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p) for p in params]
+    norm = torch.sqrt(sum((t * t).sum() for t in v))
+    v = [t / norm for t in v]
+    eig = 0.0
+    for it in range(1, iterations + 1):
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        hv = [h + weight_decay * t for h, t in zip(hv, v)]
+        new_eig = float(sum((h * t).sum() for h, t in zip(hv, v)))  # Rayleigh quotient, ||v|| = 1
+        norm = torch.sqrt(sum((h * h).sum() for h in hv))
+        if norm == 0:
+            return 0.0, it
+        v = [h / norm for h in hv]
+        if it > 1 and abs(new_eig - eig) <= tol * max(1.0, abs(new_eig)):
+            return new_eig, it
+        eig = new_eig
+    return eig, iterations
+
+
+class HessianEigenvalue(Callback):
+    """Logs ``landscape/hessian_eig`` every ``every_n_epochs`` epochs (after the epoch's training)."""
+
+    def __init__(self, every_n_epochs: int = 1, num_batches: int = 1, iterations: int = 20, tol: float = 1e-4,
+                 weight_decay: float = 0.0, seed: int = 0):
+        if every_n_epochs < 1 or num_batches < 1 or iterations < 1:
+            raise ValueError("every_n_epochs, num_batches and iterations must be positive")
+        self.every_n_epochs, self.num_batches, self.iterations = every_n_epochs, num_batches, iterations
+        self.tol, self.weight_decay, self.seed = tol, weight_decay, seed
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.history: list[tuple[int, float]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "supernet"):
+            raise ValueError("HessianEigenvalue needs a differentiable search method (a module with a supernet)")
+        dm = trainer.datamodule
+        if not hasattr(dm, "fixed_val_batches"):
+            raise ValueError("HessianEigenvalue needs a search datamodule (SearchDataModule) for its probe batches")
+        self.batches = [dm.on_after_batch_transfer(trainer.strategy.batch_to_device(b), 0)["eval"]
+                        for b in dm.fixed_val_batches(self.num_batches)]
+
+    def compute(self, pl_module: pl.LightningModule) -> tuple[float, int]:
+        net = pl_module.supernet
+        was_training = net.training
+        net.train()
+        try:
+            with frozen_bn_stats(net), torch.enable_grad():
+                def loss_fn() -> torch.Tensor:
+                    return sum(pl_module.loss(net(x), y) for x, y in self.batches) / len(self.batches)
+
+                g = torch.Generator().manual_seed(self.seed)
+                return dominant_eigenvalue(loss_fn, net.arch_parameters(), self.iterations, self.tol, g,
+                                           self.weight_decay)
+        finally:
+            net.train(was_training)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        eig, iters = self.compute(pl_module)
+        self.history.append((trainer.current_epoch, eig))
+        pl_module.log("landscape/hessian_eig", eig)
+        pl_module.log("landscape/power_iterations", float(iters))

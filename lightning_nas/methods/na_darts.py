@@ -1,0 +1,62 @@
+"""NA-DARTS: neighbourhood-aware DARTS (Wang, Cao, Li, Kitani, BMVC 2021, arXiv 2105.06369).
+
+Only the paper's abstract could be read. This implements the interpretation in the project's methods.md
+(section 4) and is documented as such, not as the paper's exact objective:
+- the architecture loss is the mean of L_val over the current mixing weights softmax(alpha) and ``neighbours``
+  (K) neighbour mixing weights;
+- a neighbour is built from softmax(alpha) by picking ``distance`` (d) edges at random in each cell type and, on
+  each, moving the mass of the strongest op onto another op chosen at random (``none`` excluded when present);
+  the move is written with tensor arithmetic, so gradients reach alpha through softmax(alpha) in every term;
+- everything else is DARTS (first or second order); with K = 0 the method is DARTS exactly.
+The neighbour sampler is ``neighbour_mixing`` (override it to try another neighbourhood). Draws come from
+``step_generator``: identical on all ranks and across resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightning_nas.errors import ConfigError
+from lightning_nas.methods.darts import DARTS
+
+
+class NADARTS(DARTS):
+    def __init__(self, *args: Any, neighbours: int = 2, distance: int = 1, **kwargs: Any):
+        """
+        Args:
+            neighbours: K, neighbour architectures averaged with the current one (0: plain DARTS).
+            distance: d, edges changed per cell type in each neighbour.
+        """
+        super().__init__(*args, **kwargs)
+        if neighbours < 0 or distance < 1:
+            raise ConfigError(f"need model.neighbours >= 0 and model.distance >= 1, got {neighbours}, {distance}")
+        self.neighbours, self.distance = neighbours, distance
+
+    def neighbour_mixing(self, mixing: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One neighbour: on ``distance`` random edges per cell, the strongest op's mass moves to another op."""
+        prims = list(self.supernet.primitives)
+        allowed = [i for i, p in enumerate(prims) if p != "none"]
+        out = {}
+        for cell, w in mixing.items():
+            edges = torch.randperm(w.shape[0], generator=generator)[: min(self.distance, w.shape[0])].tolist()
+            move = torch.zeros_like(w)
+            for e in edges:
+                strongest = int(w[e].detach().argmax())
+                targets = [i for i in allowed if i != strongest]
+                target = targets[int(torch.randint(len(targets), (1,), generator=generator))]
+                move[e, strongest], move[e, target] = -1.0, 1.0
+            strongest_mass = (w * (move < 0)).sum(-1, keepdim=True)  # differentiable in w
+            out[cell] = w + strongest_mass * move
+        return out
+
+    def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mixing = self.supernet.mixing_weights()
+        loss = self.loss(self.supernet(x, mixing=mixing), y)
+        if self.neighbours == 0:
+            return loss
+        g = self.step_generator(stream=2)
+        for _ in range(self.neighbours):
+            loss = loss + self.loss(self.supernet(x, mixing=self.neighbour_mixing(mixing, g)), y)
+        return loss / (self.neighbours + 1)
