@@ -143,3 +143,26 @@ def test_power_iteration_matches_the_exact_hessian_eigenvalue():
     shifted, _ = dominant_eigenvalue(lambda: F.cross_entropy(net(x), y), alphas, iterations=2000, tol=1e-12,
                                      generator=torch.Generator().manual_seed(0), weight_decay=1e-3)
     assert abs(shifted - (exact + 1e-3)) <= 1e-6 * abs(exact)
+
+
+def test_milenas_early_stop_rule_on_published_cells():
+    from lightning_nas.methods.milenas import conv_op_count, reached_early_stop
+    from lightning_nas.search_spaces.darts import PUBLISHED
+
+    v2 = PUBLISHED["DARTS_V2"]
+    assert (conv_op_count(v2.normal), conv_op_count(v2.reduce)) == (6, 0) and reached_early_stop(v2)
+    assert not reached_early_stop(PUBLISHED["DARTS_V1"])  # 4 conv ops in its normal cell
+
+
+def test_landscape_and_step_time_callbacks_log_every_epoch(tmp_path, capsys):
+    import csv
+
+    callbacks = json.dumps([{"class_path": "lightning_nas.callbacks.HessianEigenvalue",
+                             "init_args": {"iterations": 5}},
+                            {"class_path": "lightning_nas.callbacks.StepTime"}])
+    run = run_in_process("fit", "--config", str(TINY / "darts_first_order.yaml"), "--run.root", str(tmp_path),
+                         "--trainer.callbacks", callbacks, "--data.init_args.eval_batch_size", "64", capsys=capsys)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    eig = [float(r["landscape/hessian_eig"]) for r in rows if r.get("landscape/hessian_eig")]
+    step = [float(r["perf/step_time_s"]) for r in rows if r.get("perf/step_time_s")]
+    assert len(eig) == len(step) == 2 and all(s > 0 for s in step) and all(e == e for e in eig)

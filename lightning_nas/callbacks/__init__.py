@@ -2,5 +2,6 @@
 
 from lightning_nas.callbacks.landscape import HessianEigenvalue
 from lightning_nas.callbacks.run_artifacts import RunArtifacts
+from lightning_nas.callbacks.step_time import StepTime
 
-__all__ = ["HessianEigenvalue", "RunArtifacts"]
+__all__ = ["HessianEigenvalue", "RunArtifacts", "StepTime"]

@@ -26,6 +26,11 @@ def conv_op_count(gene: Any) -> int:
     return sum(1 for op, _ in gene if op.startswith(CONV_OPS))
 
 
+def reached_early_stop(genotype: Any) -> bool:
+    """The paper's stopping rule: 6 conv ops in the normal cell, none in the reduction cell."""
+    return conv_op_count(genotype.normal) == 6 and conv_op_count(genotype.reduce) == 0
+
+
 class MiLeNAS(DARTS):
     def __init__(self, *args: Any, lambda_val: float = 1.0, track_model_size: bool = True, early_stop: bool = False,
                  **kwargs: Any):
@@ -66,7 +71,7 @@ class MiLeNAS(DARTS):
             best = self.best_by_size.get(size)
             if best is None or acc > best["val_acc"]:
                 self.best_by_size[size] = {"val_acc": acc, "epoch": self.current_epoch, "genotype": g.to_text()}
-        if self.early_stop and normal == 6 and reduce == 0:
+        if self.early_stop and reached_early_stop(g):
             self.trainer.should_stop = True
 
     def summary_extras(self) -> dict[str, Any]:
