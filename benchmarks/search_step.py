@@ -12,32 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from functools import partial
 
 import pytorch_lightning as pl
 import torch
 
+from lightning_nas.callbacks import StepTime
 from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.methods import DARTS
 from lightning_nas.search_spaces.darts import DartsSupernet
-
-
-class StepTimer(pl.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def _sync(self, trainer: pl.Trainer) -> None:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        self._sync(trainer)
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self._sync(trainer)
-        self.times.append(time.perf_counter() - self._t0)
 
 
 def time_order(order: int, args: argparse.Namespace) -> dict:
@@ -47,7 +30,7 @@ def time_order(order: int, args: argparse.Namespace) -> dict:
                           image_size=args.image_size)
     model = DARTS(supernet=partial(DartsSupernet, channels=args.channels, layers=args.layers),
                   num_classes=dm.num_classes, in_channels=dm.in_channels, order=order)
-    timer = StepTimer()
+    timer = StepTime()
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=args.steps + 1, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          accelerator=args.accelerator, devices=1, callbacks=[timer])

@@ -169,7 +169,7 @@ class BilevelSearch(NASModule):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        self._sync_lr_schedule()
+        self.sync_lr_schedule()  # DARTS steps the schedule at epoch start
         x_t, y_t = batch["train"]
         x_v, y_v = batch["val"]
         if self.current_epoch >= self.warmup_epochs:
@@ -188,16 +188,6 @@ class BilevelSearch(NASModule):
         self.train_acc.update(logits.detach(), y_t)
         self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-
-    def _sync_lr_schedule(self) -> None:
-        """Bring the weight-LR schedule to the current epoch (DARTS steps it at epoch start).
-
-        Called at every training step rather than from an epoch hook: checkpoints are written at validation
-        end, before ``on_train_epoch_end``, and a resumed run skips ``on_train_epoch_start`` of the epoch it
-        restarts in, so only a catch-up at the point of use keeps resume exact."""
-        sched = self.lr_schedulers()
-        while sched.last_epoch < self.current_epoch:
-            sched.step()
 
     def on_train_epoch_end(self) -> None:
         self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with

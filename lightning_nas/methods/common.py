@@ -79,6 +79,15 @@ class NASModule(pl.LightningModule):
         if "rng" in meta:
             set_rng_state(meta["rng"])
 
+    def sync_lr_schedule(self) -> None:
+        """Bring the (per-epoch) LR schedule to the current epoch; call it at the top of ``training_step``.
+
+        Catching up at the point of use keeps resume exact: checkpoints are written at validation end, before
+        the end-of-epoch hooks, and a resumed run skips ``on_train_epoch_start`` of the epoch it restarts in."""
+        sched = self.lr_schedulers()
+        while sched.last_epoch < self.current_epoch:
+            sched.step()
+
     # ---- evaluation ------------------------------------------------------------------------------------
     def init_accuracy_metrics(self, num_classes: int) -> None:
         acc = dict(num_classes=num_classes, average="micro")

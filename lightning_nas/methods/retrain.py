@@ -72,14 +72,11 @@ class Retrain(NASModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        """Lightning's end-of-epoch step is replaced by the catch-up in ``training_step``."""
+        """Lightning's end-of-epoch step is replaced by ``sync_lr_schedule`` in ``training_step``."""
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        # Schedule and drop-path rate are derived from the epoch at the point of use: a resumed run skips the
-        # epoch-start hook of the epoch it restarts in, and checkpoints precede the end-of-epoch step.
-        sched = self.lr_schedulers()
-        while sched.last_epoch < self.current_epoch:
-            sched.step()
+        # schedule and drop-path rate follow the epoch at the point of use (see sync_lr_schedule)
+        self.sync_lr_schedule()
         self.net.drop_path_prob = self.drop_path_prob * self.current_epoch / max(1, int(self.trainer.max_epochs))
         x, y = batch["train"]
         logits, logits_aux = self.net(x)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.base import BilevelSearch, frozen_bn_stats
+from lightning_nas.methods.base import BilevelSearch
 
 
 def project_to_simplex(w: torch.Tensor) -> torch.Tensor:
@@ -91,9 +91,8 @@ class SDARTS(BilevelSearch):
         return mixing
 
     def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with frozen_bn_stats(self.supernet):
-            mixing = self.perturbed_mixing(x, y)
-        return self.supernet(x, mixing=mixing)
+        # the attack runs in eval mode, so BN running statistics see only this training forward
+        return self.supernet(x, mixing=self.perturbed_mixing(x, y))
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
