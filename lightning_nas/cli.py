@@ -157,6 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
+    # discrete searches (NASWOT, REA, ...) have nothing to optimise
+    warnings.filterwarnings("ignore", message=".*`configure_optimizers` returned `None`.*")
     previous = os.environ.get(RUN_DIR_ENV)
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)

@@ -1,7 +1,8 @@
 """Callbacks: run artifacts and analysis tools, each attachable to any method from the config."""
 
+from lightning_nas.callbacks.benchmark import BenchmarkAccuracy
 from lightning_nas.callbacks.landscape import HessianEigenvalue
 from lightning_nas.callbacks.run_artifacts import RunArtifacts
 from lightning_nas.callbacks.step_time import StepTime
 
-__all__ = ["HessianEigenvalue", "RunArtifacts", "StepTime"]
+__all__ = ["BenchmarkAccuracy", "HessianEigenvalue", "RunArtifacts", "StepTime"]

@@ -9,11 +9,13 @@ Augmentation runs batched on the device in ``on_after_batch_transfer``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal, Optional
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.batches import IndexBatchStream, ResumableLoader
@@ -200,3 +202,63 @@ class ClassificationDataModule(InMemoryDataModule):
 
     def val_dataloader(self) -> ResumableLoader:
         return self._eval_loader(self.data.test)
+
+
+class _RepeatedBatch(IterableDataset):
+    """The same batch ``steps`` times: one step of a discrete search evaluates one architecture."""
+
+    def __init__(self, batch: dict, steps: int):
+        super().__init__()
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict]:
+        for _ in range(self.steps):
+            yield self.batch
+
+
+class ProxyDataModule(InMemoryDataModule):
+    """Data of discrete searches (random search, REA, AREA, NASWOT): each training step evaluates one
+    architecture, an epoch is ``steps_per_epoch`` of them. Every step sees the same proxy batch, ``batch_size``
+    images drawn without augmentation from the training set with the run seed (NASWOT: 128 CIFAR-10 train
+    images). ``dataset: null`` gives no images at all, for searches that only query a tabular benchmark."""
+
+    def __init__(self, dataset: Optional[DatasetName] = "cifar10", *args, batch_size: int = 128,
+                 steps_per_epoch: int = 100, **kwargs):
+        super().__init__(dataset or "digits", *args, batch_size=batch_size, **kwargs)
+        if steps_per_epoch < 1:
+            raise ConfigError(f"data.steps_per_epoch must be a positive integer, got {steps_per_epoch}")
+        self.has_images = dataset is not None
+        self.steps_per_epoch = steps_per_epoch
+
+    @property
+    def num_classes(self) -> Optional[int]:  # type: ignore[override]
+        return self.data.num_classes if self.has_images else None
+
+    @property
+    def in_channels(self) -> int:
+        return self.data.in_channels if self.has_images else 3
+
+    def describe(self) -> dict:
+        return super().describe() if self.has_images else {"dataset": None}
+
+    def proxy_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` training images (uint8) and labels, a random draw seeded by the run seed."""
+        train = self.data.train
+        if self.batch_size > len(train):
+            raise ConfigError(f"data.batch_size {self.batch_size} exceeds the {len(train)} training images")
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[: self.batch_size]
+        return train.images[idx], train.labels[idx]
+
+    def train_dataloader(self) -> DataLoader:
+        batch = {"proxy": self.proxy_batch()} if self.has_images else {}
+        return DataLoader(_RepeatedBatch(batch, self.steps_per_epoch), batch_size=None, num_workers=0,
+                          generator=torch.Generator().manual_seed(0))
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if "proxy" in batch:
+            x, y = batch["proxy"]
+            return {"proxy": (self.augment.normalize(x), y)}
+        return batch

@@ -2,9 +2,11 @@
 
 from lightning_nas.methods.base import BilevelSearch
 from lightning_nas.methods.darts import DARTS
+from lightning_nas.methods.discrete import AREA, NASWOT, REA, DiscreteSearch, RandomSearch
 from lightning_nas.methods.milenas import MiLeNAS
 from lightning_nas.methods.na_darts import NADARTS
 from lightning_nas.methods.retrain import Retrain
 from lightning_nas.methods.sdarts import SDARTS
 
-__all__ = ["BilevelSearch", "DARTS", "MiLeNAS", "NADARTS", "Retrain", "SDARTS"]
+__all__ = ["AREA", "BilevelSearch", "DARTS", "DiscreteSearch", "MiLeNAS", "NADARTS", "NASWOT", "REA",
+           "RandomSearch", "Retrain", "SDARTS"]

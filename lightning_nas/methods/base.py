@@ -28,10 +28,11 @@ from torchmetrics import MeanMetric
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
+from lightning_nas.search_spaces.base import Supernet
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 
 #: a search space: called with (num_classes, in_channels) it builds the supernet
-SupernetFactory = Callable[[int, int], DartsSupernet]
+SupernetFactory = Callable[[int, int], Supernet]
 
 DARTS_WEIGHT_SGD = {"class_path": "torch.optim.SGD",
                     "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
@@ -58,14 +59,16 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
 class BilevelSearch(NASModule):
     """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
 
-    def __init__(self, supernet: SupernetFactory = DartsSupernet, num_classes: int = 10, in_channels: int = 3,
+    def __init__(self, supernet: Optional[SupernetFactory] = None, num_classes: int = 10, in_channels: int = 3,
                  weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
                  arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,
                  lr_scheduler: Optional[LRSchedulerCallable] = None, eta_min: float = 0.001,
                  grad_clip: float = 5.0, warmup_epochs: int = 0, seed: int = 2):
         """
         Args:
-            supernet: the search space, built as ``supernet(num_classes, in_channels)``.
+            supernet: the search space, built as ``supernet(num_classes, in_channels)``; default the DARTS space
+                (``DartsSupernet``). No class default here: jsonargparse would carry its init args over to
+                another space's class_path.
             num_classes, in_channels: linked from the datamodule by the CLI.
             weight_optimizer: optimizer of the supernet weights (DARTS: SGD 0.025, momentum 0.9, wd 3e-4).
             arch_optimizer: optimizer of alpha (DARTS: Adam 3e-4, betas (0.5, 0.999), wd 1e-3).
@@ -78,7 +81,8 @@ class BilevelSearch(NASModule):
         if grad_clip < 0 or warmup_epochs < 0:
             raise ConfigError("model.grad_clip and model.warmup_epochs must be >= 0")
         self.automatic_optimization = False
-        self.supernet = resolve_callable(supernet, "model.supernet")(num_classes, in_channels)
+        factory = DartsSupernet if supernet is None else resolve_callable(supernet, "model.supernet")
+        self.supernet = factory(num_classes, in_channels)
         self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.lr_scheduler_factory, self.eta_min = lr_scheduler, eta_min
         self.grad_clip, self.warmup_epochs, self.seed = grad_clip, warmup_epochs, seed
@@ -89,8 +93,7 @@ class BilevelSearch(NASModule):
 
     # ---- identity --------------------------------------------------------------------------------------
     def space_id(self) -> str:
-        net = self.supernet
-        return f"{type(net).__qualname__}(primitives={list(net.primitives)}, steps={net.steps})"
+        return self.supernet.space_id()
 
     def genotype(self) -> Any:
         return self.supernet.genotype()

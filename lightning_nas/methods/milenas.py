@@ -18,12 +18,20 @@ import torch
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.darts import DARTS
+from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 
 CONV_OPS = ("sep_conv", "dil_conv", "conv_7x1")
 
 
 def conv_op_count(gene: Any) -> int:
     return sum(1 for op, _ in gene if op.startswith(CONV_OPS))
+
+
+def model_size(genotype: Any) -> int:
+    """Conv ops in the derived cells (DARTS: normal + reduction cell; NAS-Bench-201: the one cell)."""
+    if hasattr(genotype, "num_conv_ops"):
+        return int(genotype.num_conv_ops())
+    return conv_op_count(genotype.normal) + conv_op_count(genotype.reduce)
 
 
 def reached_early_stop(genotype: Any) -> bool:
@@ -43,6 +51,9 @@ class MiLeNAS(DARTS):
         super().__init__(*args, **kwargs)
         if lambda_val < 0:
             raise ConfigError(f"model.lambda_val must be >= 0, got {lambda_val}")
+        if early_stop and not isinstance(self.supernet, DartsSupernet):
+            raise ConfigError("model.early_stop is the paper's rule for the DARTS space (6 conv ops in the normal "
+                              "cell, none in the reduction cell); set it to false on this space")
         self.lambda_val, self.track_model_size, self.early_stop = lambda_val, track_model_size, early_stop
         self.best_by_size: dict[int, dict[str, Any]] = {}
 
@@ -63,8 +74,7 @@ class MiLeNAS(DARTS):
         if self.trainer.sanity_checking or not self.track_model_size and not self.early_stop:
             return
         g = self.genotype()
-        normal, reduce = conv_op_count(g.normal), conv_op_count(g.reduce)
-        size = normal + reduce
+        size = model_size(g)
         self.log("milenas/conv_ops", float(size))
         if self.track_model_size and self.val_acc.update_called:
             acc = float(self.val_acc.compute())  # this epoch's value (callback_metrics still holds the last one)

@@ -8,7 +8,7 @@ perturbed or neighbour weights without touching alpha.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
+from lightning_nas.search_spaces.base import Supernet
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
@@ -73,7 +74,7 @@ def num_edges(steps: int) -> int:
     return sum(2 + i for i in range(steps))
 
 
-class DartsSupernet(nn.Module):
+class DartsSupernet(Supernet):
     """DARTS search network. Reduction cells sit at ``layers // 3`` and ``2 * layers // 3``."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, layers: int = 8,
@@ -115,19 +116,10 @@ class DartsSupernet(nn.Module):
         self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
         self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
 
-    # ---- parameter groups (deterministic order) ------------------------------------------------
-    ARCH_NAMES = ("alpha_normal", "alpha_reduce")
+    ARCH_NAMES = ("alpha_normal", "alpha_reduce")  # deterministic order
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha_normal, self.alpha_reduce]
-
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        for name, p in self.named_parameters():
-            if name not in self.ARCH_NAMES:
-                yield name, p
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
+    def space_id(self) -> str:
+        return f"DartsSupernet(primitives={list(self.primitives)}, steps={self.steps})"
 
     # ---- forward ---------------------------------------------------------------------------------
     def mixing_weights(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,88 @@
+"""The NAS-Bench-201 search supernet (Dong & Yang, ICLR 2020, Sec. 5; AutoDL ``TinyNetworkDarts``).
+
+The benchmark's macro network with every cell a mixed cell: each of the 6 edges sums all candidate ops weighted
+by softmax(alpha). One alpha (6 x |ops|) is shared by all 15 cells; ops inside cells use BN without affine
+parameters, the stem and the residual reductions are the benchmark's. Same interface as ``DartsSupernet``
+(``arch_parameters``, ``weight_parameters``, ``mixing_weights``, ``forward(x, mixing=...)``, ``genotype``), so
+every differentiable method runs on it unchanged. The derived cell takes each edge's strongest op, ``none``
+included, as the benchmark's DARTS baseline does (that is how DARTS's collapse shows on this space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_nas.errors import ConfigError
+from lightning_nas.search_spaces.base import Supernet
+from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
+from lightning_nas.search_spaces.nb201.network import build_stages
+from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
+
+
+class MixedCell(nn.Module):
+    """A search cell: every edge is the softmax(alpha)-weighted sum of all candidate ops."""
+
+    def __init__(self, channels: int, primitives: Sequence[str]):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            nn.ModuleList(make_op(p, channels, channels, 1, affine=False) for p in primitives) for _ in EDGES)
+        self.is_zero = [p == "none" for p in primitives]
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        k = 0
+        for to in range(1, NUM_NODES):
+            total = 0
+            for j in range(to):
+                # `none` contributes w * 0 = 0 (and a zero gradient to w): skipping it is exact and cheaper
+                total = total + sum(w * op(nodes[j]) for w, op, zero in zip(weights[k + j], self.edges[k + j],
+                                                                            self.is_zero) if not zero)
+            nodes.append(total)
+            k += to
+        return nodes[-1]
+
+
+class NB201Supernet(Supernet):
+    """NAS-Bench-201 search network; the benchmark's settings are C=16, N=5 cells per stage."""
+
+    ARCH_NAMES = ("alpha",)
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, cells_per_stage: int = 5,
+                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3):
+        super().__init__()
+        primitives = tuple(primitives)
+        unknown = [p for p in primitives if p not in PRIMITIVES]
+        if unknown or len(set(primitives)) != len(primitives) or len(primitives) < 2:
+            raise ConfigError(f"primitives must be distinct names from {list(PRIMITIVES)}, at least two; "
+                              f"got {list(primitives)}")
+        if channels < 1 or cells_per_stage < 1:
+            raise ConfigError(f"need channels >= 1 and cells_per_stage >= 1, got {channels}, {cells_per_stage}")
+        self.primitives = primitives
+        self.steps = NUM_NODES - 1
+        self.stem, self.layers, c_last = build_stages(lambda c: MixedCell(c, primitives), in_channels, channels,
+                                                      cells_per_stage)
+        self.head = nn.Sequential(nn.BatchNorm2d(c_last), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_last, num_classes)
+        self.alpha = nn.Parameter(alpha_init_std * torch.randn(len(EDGES), len(primitives)))
+
+    def space_id(self) -> str:
+        return f"NB201Supernet(primitives={list(self.primitives)})"
+
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        return {"cell": F.softmax(self.alpha, dim=-1)}
+
+    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        weights = (mixing if mixing is not None else self.mixing_weights())["cell"]
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x, weights) if isinstance(layer, MixedCell) else layer(x)
+        return self.classifier(self.global_pooling(self.head(x)).flatten(1))
+
+    def genotype(self) -> NB201Arch:
+        return arch_from_mixing(self.mixing_weights()["cell"].detach().cpu().tolist(), self.primitives)
