@@ -154,26 +154,31 @@ class DiscreteSearch(NASModule):
         pass
 
 
+def score_cell(arch: NB201Arch, x: torch.Tensor, y: Optional[torch.Tensor], init_seed: int, proxy: str = "naswot",
+               num_classes: int = 1, channels: int = 16, cells_per_stage: int = 5) -> float:
+    """A registered proxy's score of one cell: the benchmark's network (C=16, N=5 by default) with
+    ``num_classes`` outputs (NASWOT: 1), initialised on the CPU from ``init_seed`` (the same weights on every
+    device and rank), scored on the batch ``x`` where it lies."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        net = NB201Network(arch, num_classes, x.shape[1], channels, cells_per_stage)
+    return float(get_proxy(proxy)(net.to(x.device), x, y))
+
+
 class ProxyScoring:
-    """Scores a cell with a registered training-free proxy on the step's proxy batch. The network is the
-    benchmark's (C=16, N=5 by default) with ``proxy_num_classes`` outputs (NASWOT: 1), initialised from the
-    step's generator, so every rank and every rerun scores the same weights."""
+    """Mixin of the searches that score cells with a proxy on the step's proxy batch (``score_cell``)."""
 
     proxy: str
     proxy_num_classes: int
     channels: int
     cells_per_stage: int
-    in_channels: int
-    device: torch.device
 
     def proxy_score(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
         if "proxy" not in batch:
             raise ConfigError(f"proxy {self.proxy!r} needs images: give the ProxyDataModule a dataset")
         x, y = batch["proxy"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
-            net = NB201Network(arch, self.proxy_num_classes, self.in_channels, self.channels, self.cells_per_stage)
-        return float(get_proxy(self.proxy)(net.to(x.device), x, y))
+        seed = int(torch.randint(2**62, (1,), generator=g))
+        return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.channels, self.cells_per_stage)
 
 
 class RandomSearch(DiscreteSearch):
