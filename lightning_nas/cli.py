@@ -159,6 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     # discrete searches (NASWOT, REA, ...) have nothing to optimise
     warnings.filterwarnings("ignore", message=".*`configure_optimizers` returned `None`.*")
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
     previous = os.environ.get(RUN_DIR_ENV)
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)

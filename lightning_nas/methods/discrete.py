@@ -10,8 +10,8 @@ chosen cell is then only reported. The incumbent (best fitness so far, the first
 so ``genotype.json`` and the ``BenchmarkAccuracy`` callback see it after every epoch.
 
 Every draw comes from a generator seeded by (seed, evaluation number), and proxy networks are initialised from
-one as well: the same seed gives the same search, every DDP rank runs the same search (redundantly: a table
-lookup or one batch per step needs no sharding), and a resumed run continues exactly.
+one as well: the same seed gives the same search on any device, and a resumed run continues exactly. They run
+in one process (a table lookup or one batch per step gains nothing from DDP; more than one device is refused).
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ class DiscreteSearch(NASModule):
         """Called before the first evaluation (AREA scores its candidates here)."""
 
     # ---- the loop ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:  # runs before DDP would wrap a module that has no parameters
+            raise ConfigError("discrete searches (random search, REA, AREA, NASWOT) run in one process: a table "
+                              "lookup or one batch per step gains nothing from DDP; set trainer.devices: 1 and "
+                              "drop trainer.strategy")
+
     def on_train_start(self) -> None:
         steps = self.trainer.num_training_batches
         steps = int(steps) if math.isfinite(steps) else None
@@ -99,8 +105,17 @@ class DiscreteSearch(NASModule):
                              "fitness": fit})
         if math.isfinite(fit):  # NASWOT gives -inf to cells whose kernel is singular
             self.log("search/fitness", fit, on_step=False, on_epoch=True, batch_size=1)
+        self._count_step()
         if n + 1 >= self.budget:
             self.trainer.should_stop = True
+
+    def _count_step(self) -> None:
+        """Lightning's global step counts optimizer steps, and a discrete search steps none: each evaluation is
+        counted as one here, so checkpointing (which skips a step it has already saved), ``max_steps`` and
+        ``log_every_n_steps`` work as for every other method. Lightning 2.6's manual-optimisation progress."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
 
     def incumbent(self) -> Optional[dict[str, Any]]:
         best = None
