@@ -85,7 +85,7 @@ class NASCLI(LightningCLI):
         run = cfg.get("run")
         root = Path(run.root)
         name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
-                            f"{data_args.get('dataset', 'data') if data_args else 'data'}")
+                            f"{(data_args.get('dataset') if data_args else None) or 'data'}")
         version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
         if self.subcommand != "fit":
             version = f"{version}-{self.subcommand}"

@@ -63,14 +63,10 @@ def describe_nb201(arch_spec: str, dataset: str = "cifar10", benchmark_path: Opt
 
 def _main_nb201(args: argparse.Namespace) -> int:
     dataset = args.dataset or "cifar10"
-    try:
-        if args.arch is None:
-            raise ConfigError("--space nb201 needs --arch: an arch string, a benchmark index, a genotype.json or "
-                              "a run directory")
-        info = describe_nb201(args.arch, dataset, args.benchmark_path)
-    except LightningNASError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.arch is None:
+        raise ConfigError("--space nb201 needs --arch: an arch string, a benchmark index, a genotype.json or "
+                          "a run directory")
+    info = describe_nb201(args.arch, dataset, args.benchmark_path)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -105,19 +101,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="nb201: official NAS-Bench-201 / NATS-Bench files (default: the shipped table)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.space == "nb201":
-        return _main_nb201(args)
-    args.dataset = args.dataset or "cifar10"
     try:
-        if args.genotype is None:
-            raise ConfigError("describe needs --genotype (DARTS space) or --space nb201 --arch A")
-        if args.dataset not in DATASETS:
-            raise ConfigError(f"--dataset for the DARTS space must be one of {sorted(DATASETS)}")
-        g = load_genotype(args.genotype)
-        info = describe(g, args.dataset)
+        return _main_nb201(args) if args.space == "nb201" else _main_darts(args)
     except LightningNASError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _main_darts(args: argparse.Namespace) -> int:
+    args.dataset = args.dataset or "cifar10"
+    if args.genotype is None:
+        raise ConfigError("describe needs --genotype (DARTS space) or --space nb201 --arch A")
+    if args.dataset not in DATASETS:
+        raise ConfigError(f"--dataset for the DARTS space must be one of {sorted(DATASETS)}")
+    g = load_genotype(args.genotype)
+    info = describe(g, args.dataset)
     if args.json:
         print(json.dumps(info))
         return 0

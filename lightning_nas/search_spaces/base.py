@@ -8,6 +8,18 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from lightning_nas.errors import ConfigError
+
+
+def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+    """A space's op set from a config: distinct names of ``known``, at least two."""
+    primitives = tuple(primitives)
+    unknown = [p for p in primitives if p not in known]
+    if unknown or len(set(primitives)) != len(primitives) or len(primitives) < 2:
+        raise ConfigError(f"primitives must be distinct names from {list(known)}, at least two; "
+                          f"got {list(primitives)}")
+    return primitives
+
 
 class Supernet(nn.Module):
     """Base of the supernets: the methods use only this interface, so each runs on every space.

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Supernet
+from lightning_nas.search_spaces.base import Supernet, check_primitives
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
@@ -83,11 +83,7 @@ class DartsSupernet(Supernet):
         """``num_classes`` and ``in_channels`` come first: a config gives the rest, the method calls
         ``supernet(num_classes, in_channels)`` with the datamodule's values. DARTS: C=16, 8 layers."""
         super().__init__()
-        primitives = tuple(primitives)
-        unknown = [p for p in primitives if p not in PRIMITIVES]
-        if unknown or len(set(primitives)) != len(primitives) or len(primitives) < 2:
-            raise ConfigError(f"primitives must be distinct names from {list(PRIMITIVES)}, at least two; "
-                              f"got {list(primitives)}")
+        primitives = check_primitives(primitives, PRIMITIVES)
         if layers < 1 or channels < 1 or steps < 1 or not 1 <= multiplier <= steps:
             raise ConfigError(f"invalid supernet shape layers={layers}, channels={channels}, steps={steps}, "
                               f"multiplier={multiplier}; need positive values and 1 <= multiplier <= steps")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Supernet
+from lightning_nas.search_spaces.base import Supernet, check_primitives
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
@@ -55,11 +55,7 @@ class NB201Supernet(Supernet):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, cells_per_stage: int = 5,
                  primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3):
         super().__init__()
-        primitives = tuple(primitives)
-        unknown = [p for p in primitives if p not in PRIMITIVES]
-        if unknown or len(set(primitives)) != len(primitives) or len(primitives) < 2:
-            raise ConfigError(f"primitives must be distinct names from {list(PRIMITIVES)}, at least two; "
-                              f"got {list(primitives)}")
+        primitives = check_primitives(primitives, PRIMITIVES)
         if channels < 1 or cells_per_stage < 1:
             raise ConfigError(f"need channels >= 1 and cells_per_stage >= 1, got {channels}, {cells_per_stage}")
         self.primitives = primitives
