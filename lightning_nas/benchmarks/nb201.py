@@ -31,7 +31,6 @@ from lightning_nas.search_spaces.nb201.arch import NB201Arch
 
 DATASETS = ("cifar10", "cifar100", "imagenet16_120")
 METRICS = ("test", "valid")
-NUM_ARCHS = 15625
 DOWNLOAD_HINT = (
     "download NATS-tss-v1_0-3ffb9-simple.tar (or NAS-Bench-201-v1_1-096897.pth) from the links in "
     "https://github.com/D-X-Y/NATS-Bench, unpack it and pass the directory or file as benchmark_path; leave "
@@ -80,6 +79,8 @@ class NB201Benchmark:
         """Accuracies of every architecture, in index order."""
         if dataset not in DATASETS:
             raise ConfigError(f"unknown benchmark dataset {dataset!r}; use one of {list(DATASETS)}")
+        if metric not in METRICS:
+            raise ConfigError(f"unknown benchmark metric {metric!r}; use one of {list(METRICS)}")
         key = f"{dataset}_{metric}"
         if key not in self.columns:
             raise ConfigError(f"{self.source} has no {metric} accuracies for {dataset} (it has "
@@ -195,8 +196,6 @@ def _load(path: Optional[str]) -> NB201Benchmark:
             return _read_csv((gzip.decompress(raw) if p.name.endswith(".gz") else raw).decode(), str(p))
         return _read_official_file(p)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError) as err:
-        if isinstance(err, DataError):
-            raise
         raise DataError(f"cannot read the NAS-Bench-201 benchmark {p} ({type(err).__name__}: {err}); the file "
                         f"may be truncated or of another format: {DOWNLOAD_HINT}") from err
 

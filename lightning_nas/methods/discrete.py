@@ -181,12 +181,21 @@ def score_cell(arch: NB201Arch, x: torch.Tensor, y: Optional[torch.Tensor], init
 
 
 class ProxyScoring:
-    """Mixin of the searches that score cells with a proxy on the step's proxy batch (``score_cell``)."""
+    """Mixin of the searches that score cells with a registered proxy on the step's proxy batch
+    (``score_cell``); it adds the proxy's options to the method's."""
 
-    proxy: str
-    proxy_num_classes: int
-    channels: int
-    cells_per_stage: int
+    def __init__(self, *args: Any, proxy: str = "naswot", proxy_num_classes: int = 1, channels: int = 16,
+                 cells_per_stage: int = 5, **kwargs: Any):
+        """
+        Args:
+            proxy: a name registered in ``lightning_nas.proxies`` (NASWOT's v2 score: ``naswot``).
+            proxy_num_classes: outputs of the scored network (NASWOT builds it with 1).
+            channels, cells_per_stage: the scored network's C and N (the benchmark's: 16, 5).
+        """
+        super().__init__(*args, **kwargs)
+        get_proxy(proxy)
+        self.proxy, self.proxy_num_classes = proxy, proxy_num_classes
+        self.channels, self.cells_per_stage = channels, cells_per_stage
 
     def proxy_score(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
         if "proxy" not in batch:
@@ -194,6 +203,9 @@ class ProxyScoring:
         x, y = batch["proxy"]
         seed = int(torch.randint(2**62, (1,), generator=g))
         return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.channels, self.cells_per_stage)
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {**super().summary_extras(), "proxy": self.proxy}  # type: ignore[misc]
 
 
 class RandomSearch(DiscreteSearch):
@@ -214,15 +226,12 @@ class AREA(ProxyScoring, REA):
     (no oracle query), start REA's population from the best ``population_size`` of them. ``budget`` counts the
     oracle queries of REA only, so the proxy scoring comes on top (one batch per candidate)."""
 
-    def __init__(self, *args: Any, proxy_candidates: int = 20, proxy: str = "naswot", proxy_num_classes: int = 1,
-                 channels: int = 16, cells_per_stage: int = 5, **kwargs: Any):
+    def __init__(self, *args: Any, proxy_candidates: int = 20, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        get_proxy(proxy)
         if proxy_candidates < self.strategy.population_size:
             raise ConfigError(f"model.proxy_candidates ({proxy_candidates}) must be >= model.population_size "
                               f"({self.strategy.population_size})")
-        self.proxy_candidates, self.proxy = proxy_candidates, proxy
-        self.proxy_num_classes, self.channels, self.cells_per_stage = proxy_num_classes, channels, cells_per_stage
+        self.proxy_candidates = proxy_candidates
         self.candidate_scores: list[tuple[str, float]] = []
 
     def prepare(self, batch: dict) -> None:
@@ -242,22 +251,12 @@ class AREA(ProxyScoring, REA):
         self.candidate_scores = [tuple(c) for c in state.get("candidate_scores", [])]
 
     def summary_extras(self) -> dict[str, Any]:
-        return {**super().summary_extras(), "proxy": self.proxy, "proxy_candidates": self.candidate_scores}
+        return {**super().summary_extras(), "proxy_candidates": self.candidate_scores}
 
 
 class NASWOT(ProxyScoring, DiscreteSearch):
     """Training-free search (Mellor et al., ICML 2021, Alg. 1): sample ``budget`` (N) cells, score each with the
     proxy (default the v2 NASWOT score) on one batch, keep the best. The benchmark is never queried to choose."""
 
-    def __init__(self, *args: Any, proxy: str = "naswot", proxy_num_classes: int = 1, channels: int = 16,
-                 cells_per_stage: int = 5, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        get_proxy(proxy)
-        self.proxy, self.proxy_num_classes = proxy, proxy_num_classes
-        self.channels, self.cells_per_stage = channels, cells_per_stage
-
     def fitness(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
         return self.proxy_score(arch, batch, g)
-
-    def summary_extras(self) -> dict[str, Any]:
-        return {**super().summary_extras(), "proxy": self.proxy}
