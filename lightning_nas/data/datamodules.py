@@ -227,6 +227,7 @@ class ProxyDataModule(InMemoryDataModule):
 
     def __init__(self, dataset: Optional[DatasetName] = "cifar10", *args, batch_size: int = 128,
                  steps_per_epoch: int = 100, **kwargs):
+        # without images the parent's dataset name is a placeholder that is never loaded
         super().__init__(dataset or "digits", *args, batch_size=batch_size, **kwargs)
         if steps_per_epoch < 1:
             raise ConfigError(f"data.steps_per_epoch must be a positive integer, got {steps_per_epoch}")
