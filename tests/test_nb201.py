@@ -17,9 +17,15 @@ from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
 from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution, mutate, random_arch
 from lightning_nas.proxies import get_proxy, naswot_kernel, naswot_score, register_proxy
-from lightning_nas.search_spaces.nb201 import EDGES, PRIMITIVES, NB201Arch, NB201Network, NB201Supernet
+from lightning_nas.search_spaces.nb201 import (
+    EDGES,
+    PRIMITIVES,
+    NB201Arch,
+    NB201Network,
+    NB201Supernet,
+    count_parameters,
+)
 from lightning_nas.search_spaces.nb201.arch import arch_from_mixing, load_arch
-from lightning_nas.search_spaces.nb201.network import count_parameters
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"

@@ -46,7 +46,8 @@ class DiscreteSearch(NASModule):
             oracle_metric: ``test`` (the shipped table) or ``valid`` (needs the official files).
             benchmark_path: official NAS-Bench-201 / NATS-Bench files or a CSV; default: the shipped table.
             seed: seeds every draw; the CLI sets it from seed_everything.
-            num_classes, in_channels: linked from the datamodule (proxies build networks with ``in_channels``).
+            num_classes, in_channels: linked from the datamodule by the CLI; unused (a proxy's network takes its
+                input channels from the batch and has ``proxy_num_classes`` outputs).
         """
         super().__init__()
         if budget < 1:
@@ -55,7 +56,6 @@ class DiscreteSearch(NASModule):
             raise ConfigError(f"model.dataset must be one of {list(DATASETS)}, got {dataset!r}")
         self.automatic_optimization = False
         self.budget, self.dataset, self.oracle_metric, self.seed = budget, dataset, oracle_metric, seed
-        self.in_channels = in_channels
         self.benchmark = load_benchmark(benchmark_path)
         self.benchmark.column(dataset, oracle_metric)  # fails now, with the fix, if the table lacks it
         self.strategy: Any = RandomSampling()

@@ -68,7 +68,4 @@ class NB201Network(nn.Module):
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
 
