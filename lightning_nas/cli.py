@@ -46,7 +46,8 @@ class NASCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"prog": "python -m lightning_nas", "description": (
             "lightning_nas: reproducible weight-sharing NAS. Run a method from a config with "
             "`fit --config experiments/<...>.yaml`; `describe --genotype G` prints a genotype's size, cost and "
-            "cell shape (see `python -m lightning_nas describe --help`).")})
+            "cell shape (see `python -m lightning_nas describe --help`); `ws-variance RUN_DIR...` compares the "
+            "weight-sharing rankings of runs.")})
         super().__init__(
             model_class=NASModule, subclass_mode_model=True,
             datamodule_class=InMemoryDataModule, subclass_mode_data=True,
@@ -153,6 +154,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from lightning_nas.describe import main as describe_main
 
         return describe_main(argv[1:])
+    if argv and argv[0] == "ws-variance":
+        from lightning_nas.analysis.ws_variance import main as ws_variance_main
+
+        return ws_variance_main(argv[1:])
     # in-memory batches need no workers; the stream's length is exact (it shards by rank itself)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")

@@ -54,3 +54,24 @@ class AlphaRecorder(Callback):
         with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as f:
             f.write(json.dumps({"epoch": trainer.current_epoch, "batch": batch_idx, "all_reduce_calls": self.calls,
                                 "alphas": alphas}) + "\n")
+
+
+class PathRecorder(Callback):
+    """Writes, per rank and training step of a single-path search, the sampled child, the names of the weights
+    the step changed, and a checksum of all weights to ``<prefix>.rank<R>.jsonl``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.before: dict = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.before = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        params = dict(pl_module.named_parameters())
+        changed = sorted(n for n, p in params.items() if not p.detach().equal(self.before[n]))
+        checksum = float(sum(p.detach().double().sum() for p in params.values()))
+        with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "path": pl_module.last_path, "changed": changed,
+                                "checksum": checksum}) + "\n")

@@ -4,5 +4,6 @@ from lightning_nas.callbacks.benchmark import BenchmarkAccuracy
 from lightning_nas.callbacks.landscape import HessianEigenvalue
 from lightning_nas.callbacks.run_artifacts import RunArtifacts
 from lightning_nas.callbacks.step_time import StepTime
+from lightning_nas.callbacks.ws_variance import WeightSharingVariance
 
-__all__ = ["BenchmarkAccuracy", "HessianEigenvalue", "RunArtifacts", "StepTime"]
+__all__ = ["BenchmarkAccuracy", "HessianEigenvalue", "RunArtifacts", "StepTime", "WeightSharingVariance"]

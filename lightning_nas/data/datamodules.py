@@ -187,10 +187,23 @@ class SearchDataModule(InMemoryDataModule):
     def fixed_val_batches(self, n: int) -> list[dict]:
         """The first ``n`` held-out batches (eval batch size, unshuffled), the same on every rank: a fixed
         probe set for analysis callbacks."""
-        split = self._heldout()
+        return self._fixed_batches(self._heldout(), n)
+
+    def fixed_train_batches(self, n: int) -> list[dict]:
+        """The first ``n`` batches of the weight-training split (eval batch size, unshuffled, not augmented),
+        the same on every rank: BN re-calibration of single-path children."""
+        w_idx, _ = self.split_indices()
+        train = self.data.train
+        return self._fixed_batches(ImageData(train.images[w_idx], train.labels[w_idx]), n)
+
+    def _fixed_batches(self, split: ImageData, n: int) -> list[dict]:
         stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
                                   self.eval_batch_size, self.seed, shuffle=False)
         return [batch for _, batch in zip(range(n), stream)]
+
+    def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs."""
+        return [self.on_after_batch_transfer(trainer.strategy.batch_to_device(b), 0)["eval"] for b in batches]
 
 
 class ClassificationDataModule(InMemoryDataModule):

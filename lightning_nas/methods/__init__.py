@@ -7,6 +7,8 @@ from lightning_nas.methods.milenas import MiLeNAS
 from lightning_nas.methods.na_darts import NADARTS
 from lightning_nas.methods.retrain import Retrain
 from lightning_nas.methods.sdarts import SDARTS
+from lightning_nas.methods.single_path import SinglePathSearch
 
 __all__ = ["AREA", "BilevelSearch", "DARTS", "DiscreteSearch", "MiLeNAS", "NADARTS", "NASWOT", "REA",
-           "RandomSearch", "Retrain", "SDARTS"]
+           "RandomSearch", "Retrain", "SDARTS",
+           "SinglePathSearch"]

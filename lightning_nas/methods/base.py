@@ -25,7 +25,6 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.search_spaces.base import Supernet
@@ -102,12 +101,7 @@ class BilevelSearch(NASModule):
     def configure_optimizers(self) -> Any:
         w_opt = build_optimizer(self.weight_optimizer, self.supernet.weight_parameters(), "model.weight_optimizer")
         a_opt = build_optimizer(self.arch_optimizer, self.supernet.arch_parameters(), "model.arch_optimizer")
-        if self.lr_scheduler_factory is not None:
-            sched = resolve_callable(self.lr_scheduler_factory, "model.lr_scheduler")(w_opt)
-        else:
-            epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=float(epochs), eta_min=self.eta_min)
-        return [w_opt, a_opt], [sched]
+        return [w_opt, a_opt], [self.weight_schedule(w_opt, self.lr_scheduler_factory, self.eta_min)]
 
     def _weight_opt(self) -> torch.optim.Optimizer:
         opt = self.optimizers()[0]
@@ -136,11 +130,6 @@ class BilevelSearch(NASModule):
         """Logits of the weight step; alpha enters as a constant (SDARTS overrides it)."""
         mixing = {k: v.detach() for k, v in self.supernet.mixing_weights().items()}
         return self.supernet(x, mixing=mixing)
-
-    def step_generator(self, stream: int = 0) -> torch.Generator:
-        """A CPU generator seeded by (seed, global step, stream): every rank draws the same perturbations and
-        neighbours at the same step, and a resumed run draws what the uninterrupted one would have."""
-        return torch.Generator().manual_seed(mix_seed(self.seed, self.global_step, stream))
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

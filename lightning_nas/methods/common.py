@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.reproducibility import rng_state, set_rng_state
 
@@ -78,6 +79,20 @@ class NASModule(pl.LightningModule):
                 "resume it with the config it was written with (config.yaml in its run directory)")
         if "rng" in meta:
             set_rng_state(meta["rng"])
+
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,
+        neighbours and sampled children at the same step, and a resumed run draws what the uninterrupted one
+        would have."""
+        return torch.Generator().manual_seed(mix_seed(getattr(self, "seed", 0), self.global_step, stream))
+
+    def weight_schedule(self, opt: torch.optim.Optimizer, factory: Any, eta_min: float) -> Any:
+        """The weight-LR schedule: ``factory(opt)`` from the config, else cosine to ``eta_min`` over max_epochs
+        (DARTS), stepped per epoch by ``sync_lr_schedule``."""
+        if factory is not None:
+            return resolve_callable(factory, "model.lr_scheduler")(opt)
+        epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs), eta_min=eta_min)
 
     def sync_lr_schedule(self) -> None:
         """Bring the (per-epoch) LR schedule to the current epoch; call it at the top of ``training_step``.

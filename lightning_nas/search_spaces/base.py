@@ -21,11 +21,22 @@ def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[s
     return primitives
 
 
+#: a single-path child of a supernet: per cell type (the keys of ``mixing_weights``), one entry per edge, the
+#: index of the edge's op in ``primitives`` or -1 for an edge the child does not have
+Path = dict[str, tuple[int, ...]]
+
+
 class Supernet(nn.Module):
     """Base of the supernets: the methods use only this interface, so each runs on every space.
 
     Subclasses set ``primitives`` and ``ARCH_NAMES`` and implement ``mixing_weights``, ``forward`` and
     ``genotype``; ``genotype()`` returns an object with ``to_dict()`` and ``to_text()``.
+
+    Sampling mode (single-path weight sharing: Guo et al. 2020, SPOS; Li & Talwalkar 2019, RSPS):
+    ``forward(x, path=p)`` runs exactly one op per edge of the child ``p`` (a ``Path``) and computes nothing for
+    the other ops, so their parameters get no gradient. ``random_path`` draws a uniform child of the space,
+    ``path_genotype`` / ``genotype_path`` convert between children and genotypes, ``blocks`` lists the cells in
+    forward order (prefix sharing ties the stem and the first blocks of several supernets).
     """
 
     ARCH_NAMES: tuple[str, ...] = ()
@@ -50,8 +61,53 @@ class Supernet(nn.Module):
         """The continuous relaxation: softmax(alpha) per edge, one tensor per alpha."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
+                path: Optional[Path] = None) -> torch.Tensor:
         raise NotImplementedError
 
     def genotype(self) -> Any:
         raise NotImplementedError
+
+    # ---- sampling mode ----------------------------------------------------------------------------
+    def random_path(self, generator: torch.Generator) -> Path:
+        """A child drawn uniformly from the space with ``generator`` (CPU): the same child on every rank."""
+        raise NotImplementedError
+
+    def path_genotype(self, path: Path) -> Any:
+        """The genotype (``genotype()``'s type) of a child."""
+        raise NotImplementedError
+
+    def genotype_path(self, genotype: Any) -> Path:
+        """The child of a genotype (inverse of ``path_genotype``); refuses ops outside ``primitives``."""
+        raise NotImplementedError
+
+    def blocks(self) -> nn.ModuleList:
+        """The stacked cells (and reduction blocks) after ``stem``, in forward order."""
+        raise NotImplementedError
+
+    def path_mixing(self, path: Path) -> dict[str, torch.Tensor]:
+        """One-hot mixing weights of a child (absent edges all zero): ``forward(x, mixing=path_mixing(p))``
+        equals ``forward(x, path=p)`` while computing every op (the reference the sampling mode is tested on)."""
+        mixing = self.mixing_weights()
+        out = {}
+        for key, ops in path.items():
+            w = torch.zeros_like(mixing[key])
+            for e, op in enumerate(ops):
+                if op >= 0:
+                    w[e, op] = 1.0
+            out[key] = w
+        return out
+
+    def check_path(self, path: Path) -> Path:
+        """A child as tuples of ints, checked against this supernet's cell types, edges and ops."""
+        shapes = {k: tuple(v.shape) for k, v in self.mixing_weights().items()}
+        if set(path) != set(shapes):
+            raise ValueError(f"a path of this supernet has the cell types {sorted(shapes)}, got {sorted(path)}")
+        out = {}
+        for key, ops in path.items():
+            ops = tuple(int(o) for o in ops)
+            edges, n_ops = shapes[key]
+            if len(ops) != edges or any(not -1 <= o < n_ops for o in ops):
+                raise ValueError(f"path[{key!r}] needs {edges} op indices in [-1, {n_ops - 1}], got {ops}")
+            out[key] = ops
+        return out

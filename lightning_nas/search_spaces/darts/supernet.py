@@ -4,6 +4,11 @@ A pure ``nn.Module``: mixed ops over a configurable op set, search cells with 4 
 (14 edges), one ``alpha_normal`` shared by all normal cells and one ``alpha_reduce`` by all reduction cells.
 ``forward(x, mixing=...)`` accepts replacement mixing weights so methods (SDARTS, NA-DARTS) can feed
 perturbed or neighbour weights without touching alpha.
+
+Sampling mode: ``forward(x, path={"normal": ops, "reduce": ops})`` runs, per edge, the one op ``ops[e]`` (an index
+into ``primitives``) or nothing (-1). A child is a discrete DARTS cell pair: every intermediate node has exactly
+two input edges, each with one op other than ``none`` (the genotype form, as RSPS samples it; Li & Talwalkar
+2019), so ``random_path`` draws two distinct inputs per node and a uniform non-``none`` op per kept edge.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Supernet, check_primitives
+from lightning_nas.errors import ConfigError, GenotypeError
+from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
@@ -38,6 +43,12 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # `none` contributes w * 0 = 0 (and a zero gradient to w): skipping it is exact and cheaper.
         return sum(w * op(x) for w, op, zero in zip(weights, self.ops, self.is_zero) if not zero)
+
+    def forward_path(self, x: torch.Tensor, op: int) -> Optional[torch.Tensor]:
+        """The one op ``op`` (None for an absent edge or ``none``: nothing is computed)."""
+        if op < 0 or self.is_zero[op]:
+            return None
+        return self.ops[op](x)
 
 
 class SearchCell(nn.Module):
@@ -67,6 +78,20 @@ class SearchCell(nn.Module):
             s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def forward_path(self, s0: torch.Tensor, s1: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
+        """Each node sums only its edges' chosen ops; a node without any is zero."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            terms = [t for j, h in enumerate(states)
+                     if (t := self.edges[offset + j].forward_path(h, ops[offset + j])) is not None]
+            if not terms:  # zeros of a node's shape, as the `none` op makes them
+                stride = 2 if self.reduction else 1
+                terms = [states[0][:, :, ::stride, ::stride].mul(0.0)]
+            offset += len(states)
+            states.append(sum(terms[1:], terms[0]))
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -122,15 +147,76 @@ class DartsSupernet(Supernet):
         """softmax(alpha) per edge: the continuous relaxation of Eq. 2."""
         return {"normal": F.softmax(self.alpha_normal, dim=-1), "reduce": F.softmax(self.alpha_reduce, dim=-1)}
 
-    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        if mixing is None:
-            mixing = self.mixing_weights()
+    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
+                path: Optional[Path] = None) -> torch.Tensor:
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            weights = mixing["reduce"] if cell.reduction else mixing["normal"]
-            s0, s1 = s1, cell(s0, s1, weights)
+        if path is not None:
+            for cell in self.cells:
+                s0, s1 = s1, cell.forward_path(s0, s1, path["reduce" if cell.reduction else "normal"])
+        else:
+            if mixing is None:
+                mixing = self.mixing_weights()
+            for cell in self.cells:
+                weights = mixing["reduce"] if cell.reduction else mixing["normal"]
+                s0, s1 = s1, cell(s0, s1, weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self) -> Genotype:
         mixing = self.mixing_weights()
         return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier)
+
+    # ---- sampling mode ------------------------------------------------------------------------------
+    def random_path(self, generator: torch.Generator) -> Path:
+        ops = [i for i, p in enumerate(self.primitives) if p != "none"]
+        path = {}
+        for key in ("normal", "reduce"):
+            cell = [-1] * num_edges(self.steps)
+            offset = 0
+            for node in range(self.steps):
+                inputs = torch.randperm(2 + node, generator=generator)[:2].tolist()
+                for j in sorted(inputs):
+                    cell[offset + j] = ops[int(torch.randint(len(ops), (1,), generator=generator))]
+                offset += 2 + node
+            path[key] = tuple(cell)
+        return path
+
+    def path_genotype(self, path: Path) -> Genotype:
+        """The child as a genotype; every node must have exactly two input edges with an op other than none."""
+        genes = {}
+        for key in ("normal", "reduce"):
+            gene, offset = [], 0
+            for node in range(self.steps):
+                chosen = [(self.primitives[op], j) for j, op in enumerate(path[key][offset:offset + 2 + node])
+                          if op >= 0]
+                if len(chosen) != 2:
+                    raise GenotypeError(f"node {node + 2} of the {key} cell has {len(chosen)} input edges; a DARTS "
+                                        "genotype needs exactly two")
+                gene.extend(chosen)
+                offset += 2 + node
+            genes[key] = tuple(gene)
+        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
+        return Genotype(normal=genes["normal"], normal_concat=concat, reduce=genes["reduce"], reduce_concat=concat)
+
+    def genotype_path(self, genotype: Genotype) -> Path:
+        path = {}
+        for key in ("normal", "reduce"):
+            gene = getattr(genotype, key)
+            if len(gene) != 2 * self.steps:
+                raise GenotypeError(f"the {key} cell has {len(gene) // 2} nodes; this supernet has {self.steps}")
+            cell = [-1] * num_edges(self.steps)
+            offset = 0
+            for node in range(self.steps):
+                for op, j in gene[2 * node:2 * node + 2]:
+                    if op not in self.primitives:
+                        raise GenotypeError(f"op {op!r} of the {key} cell is not among this supernet's primitives "
+                                            f"{list(self.primitives)}")
+                    if cell[offset + j] != -1:
+                        raise GenotypeError(f"node {node + 2} of the {key} cell takes input {j} twice; a single-path "
+                                            "child has one op per edge")
+                    cell[offset + j] = self.primitives.index(op)
+                offset += 2 + node
+            path[key] = tuple(cell)
+        return path
+
+    def blocks(self) -> nn.ModuleList:
+        return self.cells

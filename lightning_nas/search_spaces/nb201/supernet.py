@@ -6,6 +6,10 @@ parameters, the stem and the residual reductions are the benchmark's. Same inter
 (``arch_parameters``, ``weight_parameters``, ``mixing_weights``, ``forward(x, mixing=...)``, ``genotype``), so
 every differentiable method runs on it unchanged. The derived cell takes each edge's strongest op, ``none``
 included, as the benchmark's DARTS baseline does (that is how DARTS's collapse shows on this space).
+
+Sampling mode: ``forward(x, path={"cell": ops})`` runs one op per edge (``ops[k]`` indexes ``primitives``) in
+every cell; ``none`` computes nothing. A child is any of the benchmark's cells (all 6 edges present), so
+``random_path`` is uniform over the 15,625 cells (over |primitives|^6 with a reduced op set).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Supernet, check_primitives
+from lightning_nas.errors import ConfigError, GenotypeError
+from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
@@ -43,6 +47,17 @@ class MixedCell(nn.Module):
                 total = total + sum(w * op(nodes[j]) for w, op, zero in zip(weights[k + j], self.edges[k + j],
                                                                             self.is_zero) if not zero)
             nodes.append(total)
+            k += to
+        return nodes[-1]
+
+    def forward_path(self, x: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
+        """One op per edge (``ops[k]`` indexes the primitives; ``none`` and -1 contribute nothing)."""
+        nodes = [x]
+        k = 0
+        for to in range(1, NUM_NODES):
+            terms = [self.edges[k + j][ops[k + j]](nodes[j]) for j in range(to)
+                     if ops[k + j] >= 0 and not self.is_zero[ops[k + j]]]
+            nodes.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
             k += to
         return nodes[-1]
 
@@ -73,12 +88,36 @@ class NB201Supernet(Supernet):
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         return {"cell": F.softmax(self.alpha, dim=-1)}
 
-    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        weights = (mixing if mixing is not None else self.mixing_weights())["cell"]
+    def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
+                path: Optional[Path] = None) -> torch.Tensor:
         x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x, weights) if isinstance(layer, MixedCell) else layer(x)
+        if path is not None:
+            ops = path["cell"]
+            for layer in self.layers:
+                x = layer.forward_path(x, ops) if isinstance(layer, MixedCell) else layer(x)
+        else:
+            weights = (mixing if mixing is not None else self.mixing_weights())["cell"]
+            for layer in self.layers:
+                x = layer(x, weights) if isinstance(layer, MixedCell) else layer(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
     def genotype(self) -> NB201Arch:
         return arch_from_mixing(self.mixing_weights()["cell"].detach().cpu().tolist(), self.primitives)
+
+    # ---- sampling mode ------------------------------------------------------------------------------
+    def random_path(self, generator: torch.Generator) -> Path:
+        ops = torch.randint(len(self.primitives), (len(EDGES),), generator=generator)
+        return {"cell": tuple(int(o) for o in ops)}
+
+    def path_genotype(self, path: Path) -> NB201Arch:
+        return NB201Arch(tuple(self.primitives[o] for o in path["cell"]))
+
+    def genotype_path(self, genotype: NB201Arch) -> Path:
+        missing = [op for op in genotype.ops if op not in self.primitives]
+        if missing:
+            raise GenotypeError(f"cell {genotype} uses {sorted(set(missing))}, which this supernet's primitives "
+                                f"{list(self.primitives)} lack")
+        return {"cell": tuple(self.primitives.index(op) for op in genotype.ops)}
+
+    def blocks(self) -> nn.ModuleList:
+        return self.layers

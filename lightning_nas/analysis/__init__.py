@@ -1,0 +1,1 @@
+"""Analyses over runs: ranking-stability metrics of weight sharing."""

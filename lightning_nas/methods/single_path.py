@@ -1,0 +1,275 @@
+"""Single-path weight sharing with uniform sampling: RSPS (Li & Talwalkar, UAI 2019, random search with weight
+sharing) and SPOS's supernet training (Guo et al., ECCV 2020, Eq. 5: one uniformly sampled child per step).
+
+Per training step one child is drawn uniformly from the space with a generator seeded by (seed, global step):
+every DDP rank trains the same child and a resumed run draws the children the uninterrupted one would have.
+The child runs the supernet's sampling mode (``forward(x, path=...)``), so ops off its path compute nothing and
+get no gradient; SGD skips them (no weight decay, no momentum step), as in the official SPOS code. Under DDP the
+method sets ``find_unused_parameters=True`` on Lightning's DDP strategy (the unused ops are unused on every rank,
+so DDP leaves their gradients empty instead of raising or hanging).
+
+Ranking: ``candidates`` children, drawn once from (seed, 17), are evaluated with the inherited weights on the
+first ``rank_batches`` held-out batches, BN re-calibrated per child on ``calib_batches`` training batches
+(``bn_mode``, see ``child_eval``); the best is ``genotype()`` (the first on ties). The ranking is refreshed
+whenever the weights changed since the last one (at every validation and whenever ``genotype()`` is asked, so
+``BenchmarkAccuracy`` reports the anytime accuracy of the search's current pick). ``val/acc`` is that pick's
+accuracy on the whole held-out split.
+
+Reduced sharing (Zhang et al., arXiv 2001.01431, Sec. 5): ``groups`` = m > 1 keeps m copies of the supernet
+weights; a child trains and is evaluated with its group's copy. Memory and checkpoint size are m times the
+supernet's. ``grouping: random`` assigns a child by a seeded hash of its encoding; ``grouping: similarity`` by
+its nearest (Hamming distance over edge ops) of m seeded centroid children, ties broken by the same hash, so
+similar children share weights (groups are then not equally large: 23/27/27/23 % of NAS-Bench-201 for m = 4).
+Every copy starts from the same initial weights. ``shared_prefix`` = k shares the stem and the first k blocks
+(``supernet.blocks()``: cells, and on NAS-Bench-201 the residual reductions) across all groups and keeps the
+rest per group. m = 1 is full sharing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lightning_nas.data.batches import mix_seed
+from lightning_nas.errors import ConfigError
+from lightning_nas.methods.base import DARTS_WEIGHT_SGD, SupernetFactory
+from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
+from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
+from lightning_nas.search_spaces.base import Path, Supernet
+from lightning_nas.search_spaces.darts.supernet import DartsSupernet
+
+CANDIDATE_STREAM = 17
+
+
+def path_code(path: Path) -> tuple[int, ...]:
+    """A child as one flat tuple of op indices (cell types in sorted order)."""
+    return tuple(op for key in sorted(path) for op in path[key])
+
+
+class SinglePathSearch(NASModule):
+    """Uniform single-path supernet training (RSPS / SPOS), ranking of candidates with inherited weights,
+    optional group or prefix sharing."""
+
+    def __init__(self, supernet: Optional[SupernetFactory] = None, num_classes: int = 10, in_channels: int = 3,
+                 weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
+                 lr_scheduler: Optional[LRSchedulerCallable] = None, eta_min: float = 0.001, grad_clip: float = 5.0,
+                 candidates: int = 100, rank_batches: int = 4, calib_batches: int = 2,
+                 bn_mode: BNMode = "recalibrate", groups: int = 1,
+                 grouping: Literal["similarity", "random"] = "similarity", grouping_seed: int = 0,
+                 shared_prefix: Optional[int] = None, seed: int = 2):
+        """
+        Args:
+            supernet: the search space, built as ``supernet(num_classes, in_channels)``; default the DARTS space.
+            weight_optimizer: optimizer of the shared weights (default SGD 0.025, momentum 0.9, wd 3e-4).
+            lr_scheduler: per-epoch weight-LR schedule; default cosine to ``eta_min`` over max_epochs.
+            grad_clip: max gradient norm of the weights; 0 disables clipping.
+            candidates: children ranked with the inherited weights to pick the genotype.
+            rank_batches: held-out batches (eval batch size) each candidate is evaluated on.
+            calib_batches: training batches that re-calibrate BN per child (``bn_mode: recalibrate``).
+            bn_mode: ``recalibrate`` (SPOS), ``batch`` (batch statistics) or ``running``.
+            groups: copies of the supernet weights (1: full sharing); memory is ``groups`` times the supernet's.
+            grouping: how children map to groups: ``similarity`` (nearest of ``groups`` seeded centroid children)
+                or ``random`` (seeded hash).
+            grouping_seed: seeds the group assignment (not the run seed: runs with other seeds group alike).
+            shared_prefix: with groups, the stem and this many first blocks are shared by all groups.
+            seed: seeds the sampled children and the candidates; the CLI sets it from seed_everything.
+        """
+        super().__init__()
+        for name, value in (("candidates", candidates), ("rank_batches", rank_batches), ("groups", groups)):
+            if value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value}")
+        if grad_clip < 0 or calib_batches < 0:
+            raise ConfigError("model.grad_clip and model.calib_batches must be >= 0")
+        if bn_mode not in BN_MODES:
+            raise ConfigError(f"model.bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
+        if bn_mode == "recalibrate" and calib_batches == 0:
+            raise ConfigError("model.bn_mode 'recalibrate' needs model.calib_batches >= 1 (or bn_mode 'batch')")
+        if grouping not in ("similarity", "random"):
+            raise ConfigError(f"model.grouping must be 'similarity' or 'random', got {grouping!r}")
+        self.automatic_optimization = False
+        factory = DartsSupernet if supernet is None else resolve_callable(supernet, "model.supernet")
+        self.supernet: Supernet = factory(num_classes, in_channels)
+        self.weight_optimizer, self.lr_scheduler_factory, self.eta_min = weight_optimizer, lr_scheduler, eta_min
+        self.grad_clip, self.seed = grad_clip, seed
+        self.num_candidates, self.rank_batches, self.calib_batches = candidates, rank_batches, calib_batches
+        self.bn_mode: BNMode = bn_mode
+        self.groups, self.grouping, self.grouping_seed, self.shared_prefix = groups, grouping, grouping_seed, \
+            shared_prefix
+        self.group_supernets = nn.ModuleList(self._group_copies())
+        self.centroids = [path_code(self.supernet.random_path(torch.Generator().manual_seed(
+            mix_seed(grouping_seed, k, 23)))) for k in range(groups)] if groups > 1 else []
+        self._ddp_params_and_buffers_to_ignore = [
+            n for n, p in self.named_parameters() if any(p is a for net in self.all_supernets()
+                                                         for a in net.arch_parameters())]
+        self.init_accuracy_metrics(num_classes)
+        self.weight_loss_mean = MeanMetric()
+        g = torch.Generator().manual_seed(mix_seed(seed, CANDIDATE_STREAM))
+        self.candidates: list[Path] = [self.supernet.random_path(g) for _ in range(candidates)]
+        self.ranking: list[dict[str, Any]] = []  # candidates' accuracies at `ranked_step`, in candidate order
+        self.ranked_step = -1
+        self.last_path: Optional[Path] = None
+        self._eval_path: Optional[Path] = None
+        self._eval_bn: Any = None
+
+    def _group_copies(self) -> list[Supernet]:
+        if self.groups == 1:
+            if self.shared_prefix is not None:
+                raise ConfigError("model.shared_prefix needs model.groups > 1 (with one group everything is shared)")
+            return []
+        blocks = len(self.supernet.blocks())
+        if self.shared_prefix is not None and not 0 <= self.shared_prefix <= blocks:
+            raise ConfigError(f"model.shared_prefix must be in [0, {blocks}] (the supernet's blocks), "
+                              f"got {self.shared_prefix}")
+        copies = []
+        for _ in range(self.groups - 1):
+            net = copy.deepcopy(self.supernet)
+            if self.shared_prefix is not None:  # tie the stem and the first blocks to group 0's modules
+                net.stem = self.supernet.stem
+                for i in range(self.shared_prefix):
+                    net.blocks()[i] = self.supernet.blocks()[i]
+            copies.append(net)
+        return copies
+
+    # ---- identity ----------------------------------------------------------------------------------
+    def space_id(self) -> str:
+        sharing = "" if self.groups == 1 else f", groups={self.groups} ({self.grouping}), prefix={self.shared_prefix}"
+        return self.supernet.space_id() + sharing
+
+    def all_supernets(self) -> list[Supernet]:
+        return [self.supernet, *self.group_supernets]
+
+    def group_of(self, path: Path) -> int:
+        """The group whose weights the child ``path`` trains and is evaluated with."""
+        if self.groups == 1:
+            return 0
+        code = path_code(path)
+        key = mix_seed(self.grouping_seed, *(c + 1 for c in code))
+        if self.grouping == "random":
+            return key % self.groups
+        distances = [sum(a != b for a, b in zip(code, c)) for c in self.centroids]
+        nearest = [k for k, d in enumerate(distances) if d == min(distances)]
+        return nearest[key % len(nearest)]  # ties: a seeded hash of the child, not the first centroid
+
+    def supernet_for(self, path: Path) -> Supernet:
+        return self.all_supernets()[self.group_of(path)]
+
+    # ---- optimisation ----------------------------------------------------------------------------------
+    def weight_parameters(self) -> list[nn.Parameter]:
+        seen: set[int] = set()
+        params = []
+        for net in self.all_supernets():
+            for p in net.weight_parameters():
+                if id(p) not in seen:  # prefix-shared modules appear in several groups
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.weight_optimizer, self.weight_parameters(), "model.weight_optimizer")
+        return [opt], [self.weight_schedule(opt, self.lr_scheduler_factory, self.eta_min)]
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):  # ops off the sampled path are unused on every rank
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+
+    def sample_path(self) -> Path:
+        """The child of this training step, from (seed, global step): the same on every rank and after resume."""
+        return self.supernet.random_path(self.step_generator(stream=5))
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.sync_lr_schedule()
+        x, y = batch["train"]
+        path = self.sample_path()
+        self.last_path = path
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        logits = self.supernet_for(path)(x, path=path)
+        loss = F.cross_entropy(logits, y)
+        self.manual_backward(loss)
+        if self.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.weight_loss_mean.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("search/weight_lr", float(self.optimizers().param_groups[0]["lr"]))
+
+    # ---- ranking -----------------------------------------------------------------------------------
+    def _probe_batches(self) -> tuple[list, list]:
+        trainer = self.trainer
+        dm = trainer.datamodule
+        if not hasattr(dm, "fixed_train_batches"):
+            raise ConfigError("SinglePathSearch ranks children on held-out data: use "
+                              "lightning_nas.data.datamodules.SearchDataModule")
+        calib = dm.device_batches(dm.fixed_train_batches(self.calib_batches), trainer) if self.bn_mode == \
+            "recalibrate" else []
+        return dm.device_batches(dm.fixed_val_batches(self.rank_batches), trainer), calib
+
+    def rank_candidates(self) -> list[dict[str, Any]]:
+        """Evaluate every candidate with the inherited weights (cached until the weights change)."""
+        if self.ranked_step == self.global_step and self.ranking:
+            return self.ranking
+        if self._trainer is None:
+            raise ConfigError("ranking the candidates needs the trainer's data; call genotype() during a run")
+        eval_batches, calib = self._probe_batches()
+        self.ranking = []
+        for k, path in enumerate(self.candidates):
+            acc = child_accuracy(self.supernet_for(path), path, eval_batches, calib, self.bn_mode)
+            self.ranking.append({"candidate": k, "group": self.group_of(path), "acc": acc,
+                                 "genotype": self.supernet.path_genotype(path).to_text()})
+        self.ranked_step = self.global_step
+        return self.ranking
+
+    def best_path(self) -> Path:
+        ranking = self.rank_candidates()
+        best = max(range(len(ranking)), key=lambda k: (ranking[k]["acc"], -k))
+        return self.candidates[best]
+
+    def genotype(self) -> Any:
+        return self.supernet.path_genotype(self.best_path())
+
+    # ---- evaluation: the current pick on the held-out split / test set ------------------------------------
+    def _start_eval(self) -> None:
+        path = self.best_path()
+        net = self.supernet_for(path)
+        _, calib = self._probe_batches()
+        self._eval_path = path
+        self._eval_bn = child_bn(net, path, calib, self.bn_mode)
+        self._eval_bn.__enter__()
+
+    def _end_eval(self) -> None:
+        if self._eval_bn is not None:
+            self._eval_bn.__exit__(None, None, None)
+        self._eval_bn = self._eval_path = None
+
+    on_validation_epoch_start = on_test_epoch_start = _start_eval
+    on_validation_epoch_end = on_test_epoch_end = _end_eval
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        assert self._eval_path is not None
+        return self.supernet_for(self._eval_path)(x, path=self._eval_path)
+
+    def summary_extras(self) -> dict[str, Any]:
+        ranking = sorted(self.ranking, key=lambda r: (-r["acc"], r["candidate"]))
+        return {"groups": self.groups, "ranked_at_step": self.ranked_step, "top_candidates": ranking[:10]}
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lightning_nas"]["search_state"] = {"ranking": self.ranking, "ranked_step": self.ranked_step}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["lightning_nas"].get("search_state", {})
+        self.ranking, self.ranked_step = list(state.get("ranking", [])), int(state.get("ranked_step", -1))
