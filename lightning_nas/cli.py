@@ -9,6 +9,8 @@ DARTS seed) drives the data split, alpha init, data order and augmentation.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 import time
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from lightning_nas.callbacks.run_artifacts import RunArtifacts
+from lightning_nas.callbacks.progress import EpochLines
+from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import LightningNASError
 from lightning_nas.methods.common import NASModule
@@ -52,9 +56,16 @@ class NASCLI(LightningCLI):
             model_class=NASModule, subclass_mode_model=True,
             datamodule_class=InMemoryDataModule, subclass_mode_data=True,
             seed_everything_default=2, auto_configure_optimizers=False,
+            # Lightning's layer table (with "0 Total Flops" for a search) is noise here: summary.json has the facts
+            trainer_defaults={"enable_model_summary": False},
             save_config_kwargs={"overwrite": True},
             **kwargs,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (``predict`` has nothing to predict for a search and is not offered)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=str, default="ckpt", help="where run directories are created")
@@ -108,16 +119,18 @@ class NASCLI(LightningCLI):
         trainer_init["logger"] = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
         ckpt_dir = str(self.run_dir / "checkpoints")
-        # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
-        # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
-        callbacks: list[pl.Callback] = [
-            ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                            enable_version_counter=False)]
-        monitor = cfg.run.monitor
-        if monitor:
-            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
-                                             else "max", filename="best-epoch{epoch:03d}",
-                                             auto_insert_metric_name=False))
+        callbacks: list[pl.Callback] = []
+        if self.subcommand == "fit":  # validate / test only read a checkpoint
+            # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
+            # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                             enable_version_counter=False))
+            monitor = cfg.run.monitor
+            if monitor:
+                callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
+                                                 else "max", filename="best-epoch{epoch:03d}",
+                                                 auto_insert_metric_name=False))
+            callbacks.append(EpochLines())
         seed = cfg.get("seed_everything")
         ckpt_path = cfg.get("ckpt_path")
         callbacks.append(RunArtifacts(self.run_dir, self.subcommand, seed if isinstance(seed, int) else None,
@@ -129,27 +142,81 @@ class NASCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
+        config_text = self._config_text()
         if isinstance(self.model, NASModule):
             self.model.run_metadata = {
-                "config": self._config_text(),
+                "config": config_text,
                 "seed": self._section().get("seed_everything"),
                 "versions": library_versions(),
                 "git": self.git,
             }
+        # the resolved config as hyperparameters of every logger (wandb's run config: runs group by any field)
+        hparams = flatten_config(yaml.safe_load(config_text) or {})
+        hparams["run.dir"] = str(self.run_dir)
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(hparams)
 
     def _config_text(self) -> str:
         parser = self._parser(self.subcommand)
         return parser.dump(self._section(), skip_check=True)
 
     def _print_run_dir(self) -> None:
-        if self.trainer.is_global_zero:
-            print(self.run_dir, flush=True)
+        """A short summary of the run, then its directory as the last line (after wandb's own closing output)."""
+        if not self.trainer.is_global_zero:
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+                logger.experiment.finish()
+        assert self.run_dir is not None
+        summary = self.run_dir / "summary.json"
+        if summary.is_file():
+            print(format_summary(json.loads(summary.read_text())), flush=True)
+        print(self.run_dir, flush=True)
 
     after_fit = after_validate = after_test = _print_run_dir
 
 
+USAGE = """usage: python -m lightning_nas {fit,validate,test,describe,ws-variance} ...
+
+lightning_nas: reproducible weight-sharing neural architecture search.
+
+subcommands:
+  fit          run a method from a config: fit --config experiments/<...>.yaml
+  validate     evaluate a run's checkpoint on the held-out split (--config <run>/config.yaml --ckpt_path
+               <run>/checkpoints/last.ckpt); a discrete search reports its incumbent's benchmark accuracies
+  test         the same on the test set
+  describe     parameters, cost and cell shape of a genotype or a NAS-Bench-201 cell
+  ws-variance  weight-sharing variance across runs: S-Tau between seeds, GT-Tau, TnR
+
+`python -m lightning_nas <subcommand> --help` lists a subcommand's options."""
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"init_args": {"order": 1}}} -> {"model.init_args.order": 1} (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertisements ("Tip: ... litlogger / litmodels") are not run output, and the normal end of a
+    fit ("`max_epochs=N` reached") is what the summary says (other reasons to stop, such as max_time, stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return "Tip:" not in msg and not ("stopped:" in msg and "`max_epochs=" in msg)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if argv and argv[0] == "describe":
         from lightning_nas.describe import main as describe_main
 
@@ -163,8 +230,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     # discrete searches (NASWOT, REA, ...) have nothing to optimise
-    warnings.filterwarnings("ignore", message=".*`configure_optimizers` returned `None`.*")
+    warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
+    # a resumed run writes its own run directory: the old checkpoint's directory is not reloaded, by design
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    # validate / test read a checkpoint and write none, so the fit's checkpoint callbacks are deliberately absent
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        if not any(isinstance(f, _DropTips) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(_DropTips())
     previous = os.environ.get(RUN_DIR_ENV)
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)

@@ -39,6 +39,17 @@ def test_quickstart_end_to_end(tmp_path):
     assert len(lines) == config["trainer"]["max_epochs"]
     genotype = json.loads((run_dir / "genotype.json").read_text())
     assert genotype["text"] == summary["genotype"] == json.loads(lines[-1])["text"]
+    # the search finds something: every edge's strongest op is clearly above uniform (measured: >= 0.298 with
+    # 5 ops, uniform 0.2; asserted >= 0.25) and the genotype is the same over the last three epochs
+    records = [json.loads(line) for line in lines]
+    (weights_,) = records[-1]["alpha_softmax"].values()
+    assert min(max(row) for row in weights_) >= 1 / len(weights_[0]) + 0.05
+    assert len({r["text"] for r in records[-3:]}) == 1
+    # progress and a final summary on screen, the run directory last
+    out = proc.stdout.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in out) == config["trainer"]["max_epochs"]
+    assert out[-2] == f"genotype: {summary['genotype']}" and "best val/acc" in out[-3]
+    assert "benchmark/cifar10_test" in out[-3]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     meta = ckpt["lightning_nas"]
     assert meta["seed"] == 2 and "SearchDataModule" in meta["config"] and meta["versions"]["pytorch-lightning"]
@@ -104,15 +115,6 @@ def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):
     a, b = weights(full / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-
-
-def test_test_subcommand_writes_a_run_directory(tmp_path, capsys):
-    search = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), capsys=capsys)
-    tested = run_in_process("test", "--config", str(search / "config.yaml"), "--run.root", str(tmp_path),
-                            "--ckpt_path", str(search / "checkpoints" / "last.ckpt"), capsys=capsys)
-    assert tested.name.endswith("-test")
-    summary = json.loads((tested / "summary.json").read_text())
-    assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0 and summary["subcommand"] == "test"
 
 
 DDP_CONFIGS = [TINY1, TINY2, REPO / "experiments" / "tiny" / "na_darts.yaml",
@@ -213,9 +215,23 @@ def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch
     """The README's wandb recipe: a WandbLogger next to the run's CSV logger, offline, no API key."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from pytorch_lightning.loggers import WandbLogger
+
+    seen: dict = {}
+    original = WandbLogger.log_hyperparams
+
+    def recording(self, params, *args, **kwargs):
+        original(self, params, *args, **kwargs)
+        seen.update(dict(self.experiment.config))  # what the wandb run holds
+
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", recording)
     logger = json.dumps([{"class_path": "pytorch_lightning.loggers.WandbLogger",
                           "init_args": {"project": "lightning_nas_tests", "save_dir": str(tmp_path / "wb")}}])
     run_dir = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.logger", logger,
-                             "--trainer.max_epochs", "1", capsys=capsys)
+                             "--trainer.max_epochs", "1", capsys=capsys)  # the run directory stays the last line
     assert (run_dir / "metrics.csv").is_file()
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    # the resolved config reached wandb, one key per field, so runs can be grouped by any of them
+    assert seen["model.class_path"] == "lightning_nas.methods.DARTS" and seen["model.init_args.order"] == 1
+    assert seen["seed_everything"] == 2 and seen["trainer.max_epochs"] == 1 and seen["run.dir"] == str(run_dir)
+    assert seen["data.init_args.dataset"] == "digits"

@@ -86,15 +86,20 @@ def _png_folder(root, size=6):
                 Image.fromarray(pixels).save(root / split / c / f"{k}.png")
 
 
-def test_image_folder_decodes_once_and_caches(tmp_path, monkeypatch):
+def test_image_folder_decodes_once_into_the_user_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("LIGHTNING_NAS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     _png_folder(tmp_path / "imgs")
     ds = load_image_folder(tmp_path / "imgs")
     assert ds.classes == ["cat", "dog"] and ds.train.images.shape == (6, 3, 6, 6)
     assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    cache = tmp_path / "imgs.lnas-u8.pt"
-    assert cache.is_file()
+    assert not list(tmp_path.glob("*.lnas-u8.pt"))  # nothing written next to the data
+    (cache,) = (tmp_path / "xdg" / "lightning_nas").glob("*-imgs.lnas-u8.pt")
+    assert str(cache) in capsys.readouterr().err  # says where
     assert torch.equal(load_image_folder(tmp_path / "imgs").train.images, ds.train.images)
+    assert capsys.readouterr().err == ""  # read from the cache, not decoded again
+    load_image_folder(tmp_path / "imgs", cache_dir=tmp_path / "mine")
+    assert list((tmp_path / "mine").glob("*-imgs.lnas-u8.pt"))
 
 
 def test_image_folder_corrupt_image_is_named(tmp_path):

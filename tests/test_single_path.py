@@ -273,3 +273,14 @@ def test_callback_on_a_bilevel_method(tmp_path, capsys):
     rows = read_panel(run_dir)
     assert len(rows) == 6 and all(math.isnan(r["benchmark_acc"]) for r in rows)  # no benchmark on DARTS
     assert all(r["genotype"].startswith("Genotype(") for r in rows)
+
+
+def test_validation_accuracy_is_the_picked_childs_held_out_accuracy(tmp_path, capsys):
+    """The ranking's probe batches and the validation loop see the same (once-normalised) images: with the
+    ranking on the whole held-out split (160 images, 3 batches), val/acc is the best candidate's accuracy."""
+    run_dir = run_in_process("fit", "--config", str(TINY_SP), "--run.root", str(tmp_path), "--trainer.max_epochs",
+                             "1", "--model.init_args.rank_batches", "3", "--trainer.limit_val_batches", "3",
+                             "--trainer.callbacks", "[]", capsys=capsys)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["metrics"]["val/acc"] == pytest.approx(summary["top_candidates"][0]["acc"], abs=1e-6)
+    assert summary["top_candidates"][0]["genotype"] == summary["genotype"]

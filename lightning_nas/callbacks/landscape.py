@@ -62,8 +62,7 @@ class HessianEigenvalue(Callback):
         dm = trainer.datamodule
         if not hasattr(dm, "fixed_val_batches"):
             raise ValueError("HessianEigenvalue needs a search datamodule (SearchDataModule) for its probe batches")
-        self.batches = [dm.on_after_batch_transfer(trainer.strategy.batch_to_device(b), 0)["eval"]
-                        for b in dm.fixed_val_batches(self.num_batches)]
+        self.batches = dm.device_batches(dm.fixed_val_batches(self.num_batches), trainer)
 
     def compute(self, pl_module: pl.LightningModule) -> tuple[float, int]:
         net = pl_module.supernet

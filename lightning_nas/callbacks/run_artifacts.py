@@ -30,6 +30,22 @@ class RunArtifacts(Callback):
         self.run_dir = Path(run_dir)
         self.subcommand, self.seed, self.git, self.resumed_from = subcommand, seed, git, resumed_from
         self._start = time.time()
+        self.best_val: Optional[dict[str, float]] = None  # the best val/acc of the fit and its epoch
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        acc = trainer.callback_metrics.get("val/acc")
+        if acc is not None and not trainer.sanity_checking:
+            value = float(acc)
+            if math.isfinite(value) and (self.best_val is None or value > self.best_val["value"]):
+                self.best_val = {"value": value, "epoch": trainer.current_epoch}
+        if self.subcommand == "validate":
+            self._finish(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_val": self.best_val}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_val = state_dict.get("best_val")
 
     def _genotype_record(self, pl_module: pl.LightningModule, epoch: int) -> Optional[dict[str, Any]]:
         genotype_fn = getattr(pl_module, "genotype", None)
@@ -38,7 +54,7 @@ class RunArtifacts(Callback):
         g = genotype_fn()
         record: dict[str, Any] = {"epoch": epoch, "genotype": g.to_dict(), "text": g.to_text()}
         net = getattr(pl_module, "supernet", None)
-        if net is not None:
+        if net is not None and hasattr(pl_module, "arch_optimizer"):  # a search that trains alpha
             record["primitives"] = list(net.primitives)
             record["alpha_softmax"] = {k: [[round(x, 6) for x in row] for row in w.detach().cpu().tolist()]
                                        for k, w in net.mixing_weights().items()}
@@ -68,6 +84,7 @@ class RunArtifacts(Callback):
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
+            "best_val_acc": self.best_val,
             "genotype": record["text"] if record else None,
             "wall_time_s": round(time.time() - self._start, 3),
             "versions": library_versions(),
@@ -83,10 +100,31 @@ class RunArtifacts(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.subcommand == "validate":
-            self._finish(trainer, pl_module)
-
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.subcommand == "test":
             self._finish(trainer, pl_module)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The few lines a run ends with: what ran, for how long, what it found and how good it is."""
+    method = str(summary.get("method", "")).rsplit(".", 1)[-1]
+    data = (summary.get("data") or {}).get("dataset")
+    space = str(summary.get("space")).split("(")[0]
+    lines = [f"{method} on {space} | data {data} | seed {summary.get('seed')} | "
+             f"{summary.get('subcommand')}: {summary.get('epochs')} epochs, {summary.get('global_step')} steps, "
+             f"{summary.get('wall_time_s', 0.0):.0f} s"]
+    metrics = summary.get("metrics") or {}
+    facts = []
+    best = summary.get("best_val_acc")
+    if best:
+        facts.append(f"best val/acc {best['value']:.4f} (epoch {best['epoch'] + 1})")
+    for key in ("val/acc", "test/acc", "benchmark/cifar10_test", "test/cifar10_test", "val/cifar10_test"):
+        if metrics.get(key) is not None:
+            facts.append(f"{key} {metrics[key]:.4g}")
+    if summary.get("num_parameters"):
+        facts.append(f"{summary['num_parameters']:,} parameters")
+    if facts:
+        lines.append(" | ".join(facts))
+    if summary.get("genotype"):
+        lines.append(f"genotype: {summary['genotype']}")
+    return "\n".join(lines)

@@ -202,8 +202,10 @@ class SearchDataModule(InMemoryDataModule):
         return [batch for _, batch in zip(range(n), stream)]
 
     def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs."""
-        return [self.on_after_batch_transfer(trainer.strategy.batch_to_device(b), 0)["eval"] for b in batches]
+        """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs. The strategy's
+        ``batch_to_device`` runs the transfer hooks, ``on_after_batch_transfer`` (the normalisation) included:
+        it must not be applied a second time."""
+        return [trainer.strategy.batch_to_device(b)["eval"] for b in batches]
 
 
 class ClassificationDataModule(InMemoryDataModule):
@@ -270,6 +272,13 @@ class ProxyDataModule(InMemoryDataModule):
         batch = {"proxy": self.proxy_batch()} if self.has_images else {}
         return DataLoader(_RepeatedBatch(batch, self.steps_per_epoch), batch_size=None, num_workers=0,
                           generator=torch.Generator().manual_seed(0))
+
+    def _report_loader(self) -> DataLoader:
+        """One empty batch: ``validate`` / ``test`` of a discrete search report its incumbent, no images."""
+        return DataLoader(_RepeatedBatch({}, 1), batch_size=None, num_workers=0,
+                          generator=torch.Generator().manual_seed(0))
+
+    val_dataloader = test_dataloader = _report_loader
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if "proxy" in batch:

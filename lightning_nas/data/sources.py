@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import re
+import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -244,22 +245,24 @@ def _decode_image_folder(root: Path) -> dict[str, object]:
     return out
 
 
+def default_cache_dir() -> Path:
+    """$LIGHTNING_NAS_CACHE, else $XDG_CACHE_HOME/lightning_nas, else ~/.cache/lightning_nas."""
+    if os.environ.get("LIGHTNING_NAS_CACHE"):
+        return Path(os.environ["LIGHTNING_NAS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lightning_nas"
+
+
 def _cache_path(root: Path, cache_dir: Optional[Path]) -> Path:
-    """Where the decoded tensors live: ``cache_dir``, else $LIGHTNING_NAS_CACHE, else next to the data when
-    that folder is writable, else ~/.cache/lightning_nas."""
+    """Where the decoded tensors live: ``cache_dir`` (``data.cache_dir``), else ``default_cache_dir()``; never
+    next to the data, which may be shared or read-only. The file name hashes the data's absolute path."""
     name = root.name.split(".")[0] + ".lnas-u8.pt"
-    if cache_dir is None and os.environ.get("LIGHTNING_NAS_CACHE"):
-        cache_dir = Path(os.environ["LIGHTNING_NAS_CACHE"])
-    if cache_dir is None:
-        if os.access(root.parent, os.W_OK):
-            return root.parent / name
-        cache_dir = Path.home() / ".cache" / "lightning_nas"
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    return Path(cache_dir) / f"{digest}-{name}"
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{digest}-{name}"
 
 
 def load_image_folder(path: str | Path, cache_dir: Optional[str | Path] = None, name: str = "") -> Dataset:
-    """Decode an image-folder dataset once and cache it as uint8 tensors next to the data."""
+    """Decode an image-folder dataset once and cache it as uint8 tensors in the user cache directory."""
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"image folder {root} does not exist: point data_dir at a folder (or .tar/.tar.gz) "
@@ -278,10 +281,17 @@ def load_image_folder(path: str | Path, cache_dir: Optional[str | Path] = None, 
     if data is None:
         data = _decode_image_folder(root)
         data["key"] = key
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(data, tmp)
-        tmp.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # parallel runs never write the same temporary file
+            torch.save(data, tmp)
+            tmp.replace(cache)
+        except OSError as err:
+            raise DataError(f"cannot write the decoded-image cache {cache} ({err}): set data.cache_dir or "
+                            "LIGHTNING_NAS_CACHE to a writable folder") from err
+        size = sum(t.numel() for k, t in data.items() if k.endswith(("_x", "_y")))
+        print(f"lightning_nas: decoded {root} once into {cache} ({size / 2**20:.0f} MB; data.cache_dir or "
+              "LIGHTNING_NAS_CACHE moves it)", file=sys.stderr, flush=True)
     train = ImageData(data["train_x"], data["train_y"])
     mean, std = channel_stats(train.images)
     return Dataset(name or root.name.split(".")[0], train, ImageData(data["test_x"], data["test_y"]),

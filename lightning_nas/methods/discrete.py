@@ -130,6 +130,30 @@ class DiscreteSearch(NASModule):
             raise ConfigError("the search has evaluated no architecture yet")
         return NB201Arch.from_string(best["arch"])
 
+    # ---- validate / test: the incumbent's benchmark accuracies ---------------------------------------
+    def _report(self, stage: str) -> None:
+        """``validate`` and ``test`` of a discrete search report its incumbent (from ``--ckpt_path``): its fitness
+        and every benchmark column, logged as ``<stage>/<dataset>_<metric>``. There is no trained network to run
+        on images, so the batch is empty."""
+        best = self.incumbent()
+        if best is None:
+            if self.trainer.sanity_checking or self.trainer.state.fn == "fit":
+                return
+            raise ConfigError(f"`{stage}` of a discrete search reports the incumbent of a finished search: pass its "
+                              "checkpoint with --ckpt_path <run dir>/checkpoints/last.ckpt")
+        for key, value in self.benchmark.query(best["index"]).items():
+            if key not in ("index", "arch"):
+                self.log(f"{stage}/{key}", value, batch_size=1)
+        self.log(f"{stage}/arch_index", float(best["index"]), batch_size=1)
+        if math.isfinite(best["fitness"]):
+            self.log(f"{stage}/fitness", best["fitness"], batch_size=1)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._report("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._report("test")
+
     def on_train_epoch_end(self) -> None:
         best = self.incumbent()
         self.log("search/evaluated", float(len(self.history)))

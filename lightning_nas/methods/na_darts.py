@@ -1,7 +1,7 @@
 """NA-DARTS: neighbourhood-aware DARTS (Wang, Cao, Li, Kitani, BMVC 2021, arXiv 2105.06369).
 
-Only the paper's abstract could be read. This implements the interpretation in the project's methods.md
-(section 4) and is documented as such, not as the paper's exact objective:
+Only the paper's abstract could be read. This implements the interpretation in the README's method notes
+(NA-DARTS) and is documented as such, not as the paper's exact objective:
 - the architecture loss is the mean of L_val over the current mixing weights softmax(alpha) and ``neighbours``
   (K) neighbour mixing weights;
 - a neighbour is built from softmax(alpha) by picking ``distance`` (d) edges at random in each cell type and, on

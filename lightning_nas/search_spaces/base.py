@@ -97,17 +97,3 @@ class Supernet(nn.Module):
                     w[e, op] = 1.0
             out[key] = w
         return out
-
-    def check_path(self, path: Path) -> Path:
-        """A child as tuples of ints, checked against this supernet's cell types, edges and ops."""
-        shapes = {k: tuple(v.shape) for k, v in self.mixing_weights().items()}
-        if set(path) != set(shapes):
-            raise ValueError(f"a path of this supernet has the cell types {sorted(shapes)}, got {sorted(path)}")
-        out = {}
-        for key, ops in path.items():
-            ops = tuple(int(o) for o in ops)
-            edges, n_ops = shapes[key]
-            if len(ops) != edges or any(not -1 <= o < n_ops for o in ops):
-                raise ValueError(f"path[{key!r}] needs {edges} op indices in [-1, {n_ops - 1}], got {ops}")
-            out[key] = ops
-        return out
