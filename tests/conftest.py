@@ -10,6 +10,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 on 2 cores: one torch thread per worker and per process it starts (DDP ranks, the quickstart);
+    # default threads would oversubscribe the cores and slow everything down
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 # decoded datasets are cached here, never next to ../shared/data
 os.environ.setdefault("LIGHTNING_NAS_CACHE", str(REPO / ".pytest_cache" / "lnas-data"))
 SHARED_DATA = REPO.parent / "shared" / "data"

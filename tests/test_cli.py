@@ -39,8 +39,8 @@ def test_quickstart_end_to_end(tmp_path):
     assert len(lines) == config["trainer"]["max_epochs"]
     genotype = json.loads((run_dir / "genotype.json").read_text())
     assert genotype["text"] == summary["genotype"] == json.loads(lines[-1])["text"]
-    # the search finds something: every edge's strongest op is clearly above uniform (measured: >= 0.298 with
-    # 5 ops, uniform 0.2; asserted >= 0.25) and the genotype is the same over the last three epochs
+    # the search finds something: every edge's strongest op is clearly above uniform (measured: >= 0.288 with
+    # 5 ops, uniform 0.2; asserted >= 0.25) and the genotype is the same over the last three epochs (measured: six)
     records = [json.loads(line) for line in lines]
     (weights_,) = records[-1]["alpha_softmax"].values()
     assert min(max(row) for row in weights_) >= 1 / len(weights_[0]) + 0.05
