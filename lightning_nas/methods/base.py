@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
@@ -112,9 +111,6 @@ class BilevelSearch(NASModule):
         return float(self._weight_opt().param_groups[0]["lr"])
 
     # ---- the pieces methods override --------------------------------------------------------------------
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
-
     def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_val(w, alpha) on a batch, differentiable in alpha and w (NA-DARTS overrides it)."""
         return self.loss(self.supernet(x), y)
@@ -168,18 +164,7 @@ class BilevelSearch(NASModule):
             arch_loss = self.architecture_step(x_t, y_t, x_v, y_v)
             self.arch_loss_mean.update(arch_loss)
             self.log("search/arch_loss", self.arch_loss_mean, on_step=False, on_epoch=True)
-        w_opt = self.optimizers()[0]
-        w_opt.zero_grad(set_to_none=True)
-        logits = self.weight_logits(x_t, y_t)
-        loss = self.loss(logits, y_t)
-        self.manual_backward(loss)
-        if self.grad_clip > 0:
-            self.clip_gradients(w_opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        w_opt.step()
-        self.weight_loss_mean.update(loss.detach())
-        self.train_acc.update(logits.detach(), y_t)
-        self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.weight_step(self.optimizers()[0], lambda: self.weight_logits(x_t, y_t), y_t, self.grad_clip)
 
     def on_train_epoch_end(self) -> None:
         self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with

@@ -80,6 +80,25 @@ class NASModule(pl.LightningModule):
         if "rng" in meta:
             set_rng_state(meta["rng"])
 
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def weight_step(self, opt: Any, logits_fn: Callable[[], torch.Tensor], y: torch.Tensor, grad_clip: float) -> None:
+        """One step of a search's supernet weights: forward (``logits_fn``), ``loss``, backward, grad-norm clipping
+        of the weights, step; logs the epoch means of the loss (``search/weight_loss``) and accuracy
+        (``train/acc``). Needs ``self.weight_loss_mean`` (a MeanMetric) and the accuracy metrics."""
+        opt.zero_grad(set_to_none=True)
+        logits = logits_fn()
+        loss = self.loss(logits, y)
+        self.manual_backward(loss)
+        if grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.weight_loss_mean.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A CPU generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,
         neighbours and sampled children at the same step, and a resumed run draws what the uninterrupted one

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
+from lightning_nas.methods.common import NASModule, build_optimizer
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
 from lightning_nas.search_spaces.darts.genotype import load_genotype
 
@@ -59,11 +59,7 @@ class Retrain(NASModule):
 
     def configure_optimizers(self) -> Any:
         opt = build_optimizer(self.optimizer_spec, self.net.parameters(), "model.optimizer")
-        if self.lr_scheduler_factory is not None:
-            sched = resolve_callable(self.lr_scheduler_factory, "model.lr_scheduler")(opt)
-        else:
-            epochs = max(1, int(self.trainer.max_epochs or 1))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs), eta_min=0.0)
+        sched = self.weight_schedule(opt, self.lr_scheduler_factory, eta_min=0.0)  # DARTS retraining: cosine to 0
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,

@@ -31,7 +31,6 @@ import copy
 from typing import Any, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
@@ -117,6 +116,7 @@ class SinglePathSearch(NASModule):
         self.last_path: Optional[Path] = None
         self._eval_path: Optional[Path] = None
         self._eval_bn: Any = None
+        self._probes: Optional[tuple[list, list]] = None  # (held-out, calibration) batches on the device
 
     def _group_copies(self) -> list[Supernet]:
         if self.groups == 1:
@@ -176,6 +176,7 @@ class SinglePathSearch(NASModule):
         return [opt], [self.weight_schedule(opt, self.lr_scheduler_factory, self.eta_min)]
 
     def setup(self, stage: str) -> None:
+        self._probes = None  # fixed for a run: built once, on first use, on the run's device
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy):  # ops off the sampled path are unused on every rank
             strategy._ddp_kwargs["find_unused_parameters"] = True
@@ -189,32 +190,24 @@ class SinglePathSearch(NASModule):
         x, y = batch["train"]
         path = self.sample_path()
         self.last_path = path
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        logits = self.supernet_for(path)(x, path=path)
-        loss = F.cross_entropy(logits, y)
-        self.manual_backward(loss)
-        if self.grad_clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        opt.step()
-        self.weight_loss_mean.update(loss.detach())
-        self.train_acc.update(logits.detach(), y)
-        self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.weight_step(self.optimizers(), lambda: self.supernet_for(path)(x, path=path), y, self.grad_clip)
 
     def on_train_epoch_end(self) -> None:
         self.log("search/weight_lr", float(self.optimizers().param_groups[0]["lr"]))
 
     # ---- ranking -----------------------------------------------------------------------------------
     def _probe_batches(self) -> tuple[list, list]:
-        trainer = self.trainer
-        dm = trainer.datamodule
-        if not hasattr(dm, "fixed_train_batches"):
-            raise ConfigError("SinglePathSearch ranks children on held-out data: use "
-                              "lightning_nas.data.datamodules.SearchDataModule")
-        calib = dm.device_batches(dm.fixed_train_batches(self.calib_batches), trainer) if self.bn_mode == \
-            "recalibrate" else []
-        return dm.device_batches(dm.fixed_val_batches(self.rank_batches), trainer), calib
+        """(held-out batches that rank the candidates, training batches that re-calibrate BN), built once."""
+        if self._probes is None:
+            trainer = self.trainer
+            dm = trainer.datamodule
+            if not hasattr(dm, "fixed_train_batches"):
+                raise ConfigError("SinglePathSearch ranks children on held-out data: use "
+                                  "lightning_nas.data.datamodules.SearchDataModule")
+            calib = dm.fixed_train_batches(self.calib_batches) if self.bn_mode == "recalibrate" else []
+            self._probes = (dm.device_batches(dm.fixed_val_batches(self.rank_batches), trainer),
+                            dm.device_batches(calib, trainer))
+        return self._probes
 
     def rank_candidates(self) -> list[dict[str, Any]]:
         """Evaluate every candidate with the inherited weights (cached until the weights change)."""
