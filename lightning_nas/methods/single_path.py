@@ -97,7 +97,7 @@ class SinglePathSearch(NASModule):
         self.supernet: Supernet = factory(num_classes, in_channels)
         self.weight_optimizer, self.lr_scheduler_factory, self.eta_min = weight_optimizer, lr_scheduler, eta_min
         self.grad_clip, self.seed = grad_clip, seed
-        self.num_candidates, self.rank_batches, self.calib_batches = candidates, rank_batches, calib_batches
+        self.rank_batches, self.calib_batches = rank_batches, calib_batches
         self.bn_mode: BNMode = bn_mode
         self.groups, self.grouping, self.grouping_seed, self.shared_prefix = groups, grouping, grouping_seed, \
             shared_prefix
