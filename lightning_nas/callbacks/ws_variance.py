@@ -101,14 +101,13 @@ class WeightSharingVariance(Callback):
         panel = [net.genotype_path(_load_genotype(net, spec)) for spec in self.children]
         g = torch.Generator().manual_seed(self.panel_seed)
         seen = {str(p) for p in panel}
-        drawn, tries = 0, 0
-        while drawn < self.panel_size:
+        target, tries = len(panel) + self.panel_size, 0
+        while len(panel) < target:
             path = net.random_path(g)
             tries += 1
             if str(path) not in seen:
                 seen.add(str(path))
                 panel.append(path)
-                drawn += 1
             elif tries > 100 * self.panel_size:
                 raise ConfigError(f"WeightSharingVariance: the space has fewer than {self.panel_size} distinct "
                                   "children; lower panel_size")
@@ -118,11 +117,10 @@ class WeightSharingVariance(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if not hasattr(dm, "fixed_train_batches"):
+        if not hasattr(dm, "child_eval_batches"):
             raise ConfigError("WeightSharingVariance needs a SearchDataModule (held-out and training batches)")
-        calib = dm.fixed_train_batches(self.calib_batches) if self.bn_mode == "recalibrate" else []
-        self._data = (dm.device_batches(dm.fixed_val_batches(self.eval_batches), trainer),
-                      dm.device_batches(calib, trainer))
+        calib = self.calib_batches if self.bn_mode == "recalibrate" else 0
+        self._data = dm.child_eval_batches(self.eval_batches, calib, trainer)
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self, pl_module: pl.LightningModule) -> list[float]:

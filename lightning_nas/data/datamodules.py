@@ -201,6 +201,13 @@ class SearchDataModule(InMemoryDataModule):
                                   self.eval_batch_size, self.seed, shuffle=False)
         return [batch for _, batch in zip(range(n), stream)]
 
+    def child_eval_batches(self, eval_batches: int, calib_batches: int, trainer: pl.Trainer
+                           ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """What evaluating single-path children needs, on the trainer's device: the first ``eval_batches``
+        held-out batches and the first ``calib_batches`` training batches (BN re-calibration)."""
+        return (self.device_batches(self.fixed_val_batches(eval_batches), trainer),
+                self.device_batches(self.fixed_train_batches(calib_batches), trainer))
+
     def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs. The strategy's
         ``batch_to_device`` runs the transfer hooks, ``on_after_batch_transfer`` (the normalisation) included:

@@ -289,7 +289,7 @@ def load_image_folder(path: str | Path, cache_dir: Optional[str | Path] = None, 
         except OSError as err:
             raise DataError(f"cannot write the decoded-image cache {cache} ({err}): set data.cache_dir or "
                             "LIGHTNING_NAS_CACHE to a writable folder") from err
-        size = sum(t.numel() for k, t in data.items() if k.endswith(("_x", "_y")))
+        size = sum(t.numel() * t.element_size() for k, t in data.items() if k.endswith(("_x", "_y")))
         print(f"lightning_nas: decoded {root} once into {cache} ({size / 2**20:.0f} MB; data.cache_dir or "
               "LIGHTNING_NAS_CACHE moves it)", file=sys.stderr, flush=True)
     train = ImageData(data["train_x"], data["train_y"])

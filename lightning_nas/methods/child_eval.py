@@ -36,7 +36,8 @@ def _batchnorms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @contextlib.contextmanager
 def child_bn(net: Supernet, path: Path, calib_batches: Sequence[Batch], bn_mode: BNMode) -> Iterator[None]:
-    """Inside the block, ``net(x, path=path)`` evaluates the child with BN as ``bn_mode`` says."""
+    """Inside the block (without autograd), ``net(x, path=path)`` evaluates the child with BN as ``bn_mode``
+    says."""
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
     was_training = net.training
@@ -67,7 +68,7 @@ def child_accuracy(net: Supernet, path: Path, eval_batches: Sequence[Batch], cal
     if bn_mode == "recalibrate" and not calib_batches:
         raise ValueError("bn_mode 'recalibrate' needs at least one calibration batch")
     correct = total = 0
-    with child_bn(net, path, calib_batches, bn_mode), torch.no_grad():
+    with child_bn(net, path, calib_batches, bn_mode):  # grad-free inside
         for x, y in eval_batches:
             correct += int((net(x, path=path).argmax(1) == y).sum())
             total += len(y)

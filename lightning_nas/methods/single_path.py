@@ -201,12 +201,11 @@ class SinglePathSearch(NASModule):
         if self._probes is None:
             trainer = self.trainer
             dm = trainer.datamodule
-            if not hasattr(dm, "fixed_train_batches"):
+            if not hasattr(dm, "child_eval_batches"):
                 raise ConfigError("SinglePathSearch ranks children on held-out data: use "
                                   "lightning_nas.data.datamodules.SearchDataModule")
-            calib = dm.fixed_train_batches(self.calib_batches) if self.bn_mode == "recalibrate" else []
-            self._probes = (dm.device_batches(dm.fixed_val_batches(self.rank_batches), trainer),
-                            dm.device_batches(calib, trainer))
+            calib = self.calib_batches if self.bn_mode == "recalibrate" else 0
+            self._probes = dm.child_eval_batches(self.rank_batches, calib, trainer)
         return self._probes
 
     def rank_candidates(self) -> list[dict[str, Any]]:
