@@ -48,11 +48,10 @@ def describe(genotype: Genotype, dataset: str = "cifar10") -> dict[str, int]:
 
 def describe_nb201(arch_spec: str, dataset: str = "cifar10", benchmark_path: Optional[str] = None) -> dict:
     """The benchmark network's size and cost on ``dataset`` and the benchmark's accuracies of the cell."""
-    from lightning_nas.benchmarks.nb201 import load_benchmark
+    from lightning_nas.benchmarks.nb201 import canonical_dataset, load_benchmark
     from lightning_nas.search_spaces.nb201 import NB201Network, count_parameters, load_arch
 
-    if dataset not in NB201_DATASETS:
-        raise ConfigError(f"--dataset for nb201 must be one of {sorted(NB201_DATASETS)}, got {dataset!r}")
+    dataset = canonical_dataset(dataset)
     bench = load_benchmark(benchmark_path)
     arch = bench.arch(int(arch_spec)) if str(arch_spec).strip().isdigit() else load_arch(arch_spec)
     num_classes, size = NB201_DATASETS[dataset]
@@ -94,9 +93,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--genotype", help="DARTS space: published name (e.g. DARTS_V2), genotype.json, run "
                                            "directory, or DARTS text")
     parser.add_argument("--arch", help="NAS-Bench-201: arch string, benchmark index, genotype.json or run directory")
-    parser.add_argument("--dataset", choices=sorted(set(DATASETS) | set(NB201_DATASETS)), default=None,
+    parser.add_argument("--dataset", default=None,
                         help="darts: cifar10, cifar100, imagenet; nb201: cifar10, cifar100, imagenet16_120 "
-                             "(default cifar10)")
+                             "(or ImageNet16-120) (default cifar10)")
     parser.add_argument("--benchmark-path", default=None,
                         help="nb201: official NAS-Bench-201 / NATS-Bench files (default: the shipped table)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

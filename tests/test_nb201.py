@@ -96,6 +96,15 @@ def test_bad_arch_strings_name_the_problem(text, message):
         NB201Arch.from_string(text)
 
 
+@pytest.mark.parametrize("spelling", ["ImageNet16-120", "imagenet16-120", "imagenet16_120", "IMAGENET16_120"])
+def test_benchmark_dataset_spellings_are_accepted(spelling):
+    bench = default_benchmark()
+    assert bench.accuracy(100, spelling) == bench.accuracy(100, "imagenet16_120")
+    assert bench.accuracy(100, "CIFAR-10") == bench.accuracy(100, "cifar10")
+    with pytest.raises(ConfigError, match="unknown benchmark dataset 'imagenet'.*ImageNet16-120"):
+        bench.column("imagenet")
+
+
 def test_load_arch_from_index_string_and_run_files(tmp_path):
     (tmp_path / "genotype.json").write_text(json.dumps({"epoch": 3, "genotype": {"space": "nb201", "arch": BEST}}))
     assert load_arch("1462") == load_arch(BEST) == load_arch(tmp_path) == load_arch(tmp_path / "genotype.json")

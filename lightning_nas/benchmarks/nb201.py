@@ -47,6 +47,17 @@ OFFICIAL_KEYS = {
 ArchLike = Union[NB201Arch, str, int]
 
 
+def canonical_dataset(name: str) -> str:
+    """Our name of a benchmark dataset from any usual spelling: the benchmark's own (``ImageNet16-120``,
+    ``cifar10``), lower case, with hyphens or underscores (``imagenet16-120``, ``cifar-10``)."""
+    key = name.strip().lower().replace("-", "_")
+    key = {"cifar_10": "cifar10", "cifar_100": "cifar100"}.get(key, key)
+    if key not in DATASETS:
+        raise ConfigError(f"unknown benchmark dataset {name!r}; use one of {list(DATASETS)} (or the benchmark's "
+                          "spelling, e.g. ImageNet16-120)")
+    return key
+
+
 class NB201Benchmark:
     """Architecture index <-> arch string and the trained accuracies of every architecture."""
 
@@ -77,8 +88,7 @@ class NB201Benchmark:
 
     def column(self, dataset: str, metric: str = "test") -> np.ndarray:
         """Accuracies of every architecture, in index order."""
-        if dataset not in DATASETS:
-            raise ConfigError(f"unknown benchmark dataset {dataset!r}; use one of {list(DATASETS)}")
+        dataset = canonical_dataset(dataset)
         if metric not in METRICS:
             raise ConfigError(f"unknown benchmark metric {metric!r}; use one of {list(METRICS)}")
         key = f"{dataset}_{metric}"

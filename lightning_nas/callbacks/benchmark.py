@@ -11,7 +11,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from lightning_nas.benchmarks.nb201 import DATASETS, load_benchmark
+from lightning_nas.benchmarks.nb201 import DATASETS, canonical_dataset, load_benchmark
 from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
 
@@ -21,12 +21,13 @@ class BenchmarkAccuracy(Callback):
                  benchmark_path: Optional[str] = None):
         """
         Args:
-            datasets: benchmark datasets to report (cifar10, cifar100, imagenet16_120).
+            datasets: benchmark datasets to report (cifar10, cifar100, imagenet16_120; the benchmark's spellings
+                such as ImageNet16-120 are accepted).
             metric: ``test`` (shipped table) or ``valid`` (official files only).
             benchmark_path: official NAS-Bench-201 / NATS-Bench files or a CSV; default: the shipped table.
         """
         self.benchmark = load_benchmark(benchmark_path)
-        self.datasets, self.metric = list(datasets), metric
+        self.datasets, self.metric = [canonical_dataset(d) for d in datasets], metric
         for d in self.datasets:
             self.benchmark.column(d, metric)  # a clear error now rather than after the first epoch
         self.history: list[dict[str, Any]] = []

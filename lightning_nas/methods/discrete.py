@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from lightning_nas.benchmarks.nb201 import DATASETS, load_benchmark
+from lightning_nas.benchmarks.nb201 import canonical_dataset, load_benchmark
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule
@@ -52,8 +52,7 @@ class DiscreteSearch(NASModule):
         super().__init__()
         if budget < 1:
             raise ConfigError(f"model.budget must be a positive integer, got {budget}")
-        if dataset not in DATASETS:
-            raise ConfigError(f"model.dataset must be one of {list(DATASETS)}, got {dataset!r}")
+        dataset = canonical_dataset(dataset)  # our spelling or the benchmark's (ImageNet16-120)
         self.automatic_optimization = False
         self.budget, self.dataset, self.oracle_metric, self.seed = budget, dataset, oracle_metric, seed
         self.benchmark = load_benchmark(benchmark_path)
