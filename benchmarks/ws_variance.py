@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,8 +37,10 @@ VARIANTS = {
 PAPER = {"full sharing": "GT-Tau 0.4567 +- 0.1478, S-Tau 0.5415", "4 similarity groups": "GT-Tau-mean 0.7075"}
 
 
-def command(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "lightning_nas", "fit", "--config", CONFIG, *VARIANTS[variant],
+def command(variant: str, seed: int, args: argparse.Namespace, variants: dict[str, list[str]] = VARIANTS,
+            extra_callbacks: tuple[dict, ...] = ()) -> list[str]:
+    """The search of ``variant`` with ``seed``: the full protocol, or its CPU reduction with ``args``' budget."""
+    cmd = [sys.executable, "-m", "lightning_nas", "fit", "--config", CONFIG, *variants[variant],
            "--seed_everything", str(seed), "--run.root", args.root,
            "--run.name", variant.replace(" ", "_"), "--run.version", f"seed{seed}",
            "--data.init_args.dataset", "image_folder", "--data.init_args.data_dir", args.data,
@@ -47,7 +50,7 @@ def command(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
                       "init_args": {"datasets": ["cifar10"]}},
                      {"class_path": "lightning_nas.callbacks.WeightSharingVariance",
                       "init_args": {"panel_size": args.panel, "every_n_epochs": args.epochs, "eval_batches": 2,
-                                    "calib_batches": 1, "last_k_batches": args.last_k}}]
+                                    "calib_batches": 1, "last_k_batches": args.last_k}}, *extra_callbacks]
         cmd += ["--trainer.max_epochs", str(args.epochs), "--trainer.callbacks", json.dumps(callbacks),
                 "--model.init_args.supernet.init_args.channels", str(args.channels),
                 "--model.init_args.supernet.init_args.cells_per_stage", str(args.cells_per_stage),
@@ -57,10 +60,11 @@ def command(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def run(variant: str, seed: int, args: argparse.Namespace) -> Path:
+def run(cmd: list[str], variant: str, seed: int, args: argparse.Namespace) -> Path:
+    """Run one search (``args.threads`` torch threads) and return its run directory."""
     threads = str(args.threads)
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    proc = subprocess.run(command(variant, seed, args), cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
     return Path(proc.stdout.strip().splitlines()[-1])
@@ -70,12 +74,11 @@ def fmt(stat: dict | None, digits: int = 3) -> str:
     return "-" if stat is None else f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_budget_arguments(parser: argparse.ArgumentParser, root: str) -> None:
+    """The options every study on this protocol shares: data, seeds, budget, parallelism."""
     parser.add_argument("--data", required=True, help="CIFAR-10 as an image folder or its .tar.gz")
-    parser.add_argument("--root", default="ckpt/ws_variance")
+    parser.add_argument("--root", default=root)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--full", action="store_true", help="the full protocol of the config (use a GPU)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--channels", type=int, default=8)
@@ -86,17 +89,33 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="searches at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per search")
     parser.add_argument("--report-only", action="store_true", help="tabulate the runs already under --root")
-    args = parser.parse_args()
 
-    jobs = [(v, s) for v in args.variants for s in args.seeds]
+
+def run_all(jobs: list[tuple[str, int]], args: argparse.Namespace,
+            build: Callable[[str, int], list[str]]) -> dict[tuple[str, int], Path]:
+    """Run every (variant, seed) search (``args.parallel`` at once) or, with ``--report-only``, find them."""
     if args.report_only:
-        dirs = {job: Path(args.root) / job[0].replace(" ", "_") / f"seed{job[1]}" for job in jobs}
-    else:
-        from lightning_nas.data.sources import load_dataset
+        return {job: Path(args.root) / job[0].replace(" ", "_") / f"seed{job[1]}" for job in jobs}
+    from lightning_nas.data.sources import load_dataset
 
-        load_dataset("image_folder", args.data)  # decode and cache once, before the searches start in parallel
-        with ThreadPoolExecutor(args.parallel) as pool:
-            dirs = dict(zip(jobs, pool.map(lambda job: run(*job, args), jobs)))
+    load_dataset("image_folder", args.data)  # decode and cache once, before the searches start in parallel
+    with ThreadPoolExecutor(args.parallel) as pool:
+        return dict(zip(jobs, pool.map(lambda job: run(build(*job), *job, args), jobs)))
+
+
+def budget_text(args: argparse.Namespace) -> str:
+    return ("full protocol" if args.full else
+            f"C={args.channels}, N={args.cells_per_stage}, {args.train_samples} train images, {args.epochs} epochs, "
+            f"panel {args.panel}, last {args.last_k} batches")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_budget_arguments(parser, "ckpt/ws_variance")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    jobs = [(v, s) for v in args.variants for s in args.seeds]
+    dirs = run_all(jobs, args, lambda variant, seed: command(variant, seed, args))
     print("| sharing | GT-Tau (final) | GT-Tau over last K batches (mean of per-run mean +- std) | S-Tau across "
           "seeds | T1R | T10R | benchmark acc. of the pick (CIFAR-10) | paper (its own 64-child space) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -117,10 +136,7 @@ def main() -> None:
         print(f"| {variant} | {fmt(over.get('gt_tau'))} | {last_txt} | "
               f"{'-' if across is None else format(across['s_tau_mean'], '.3f')} | {fmt(over.get('t1r'), 1)} | "
               f"{fmt(over.get('t10r'), 1)} | {fmt(pick_stat, 2)} | {PAPER.get(variant, '-')} |")
-    print(f"\nruns under {args.root}; seeds {args.seeds}; "
-          + ("full protocol" if args.full else
-             f"C={args.channels}, N={args.cells_per_stage}, {args.train_samples} train images, {args.epochs} epochs, "
-             f"panel {args.panel}, last {args.last_k} batches"))
+    print(f"\nruns under {args.root}; seeds {args.seeds}; {budget_text(args)}")
 
 
 if __name__ == "__main__":

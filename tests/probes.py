@@ -7,6 +7,8 @@ import json
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.methods.projection import GradientProjector
+
 
 class StopAfterBatches(Callback):
     """Simulates an interruption: save a checkpoint after ``batches`` training batches, then stop."""
@@ -75,3 +77,16 @@ class PathRecorder(Callback):
         with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as f:
             f.write(json.dumps({"step": trainer.global_step, "path": pl_module.last_path, "changed": changed,
                                 "checksum": checksum}) + "\n")
+
+
+class IdentityProjector(GradientProjector):
+    """An orthogonal-update projector that changes nothing: the plumbing alone must leave training unchanged."""
+
+    def attach(self, nets) -> None:
+        self.calls = 0
+
+    def project(self, progress: float) -> None:
+        self.calls += 1
+
+    def commit(self) -> None:
+        pass

@@ -166,8 +166,13 @@ def test_one_group_is_full_sharing_exactly(tmp_path, capsys):
     assert (runs[0] / "ws_variance.csv").read_text() == (runs[1] / "ws_variance.csv").read_text()
 
 
-def test_resumed_single_path_search_samples_what_the_uninterrupted_one_would(tmp_path, capsys):
-    """5 steps per epoch; stop after 7 (mid second epoch), resume, compare children and weights."""
+@pytest.mark.parametrize("projector", [None, "OWMProjector"])
+def test_resumed_single_path_search_samples_what_the_uninterrupted_one_would(tmp_path, capsys, projector):
+    """5 steps per epoch; stop after 7 (mid second epoch), resume, compare children and weights (with DI-NAS's OWM
+    update: its projector state resumes too)."""
+    update = [] if projector is None else [
+        "--model.init_args.projector", json.dumps({"class_path": f"lightning_nas.methods.projection.{projector}"})]
+
     def run(name, *extra):
         prefix = tmp_path / name
         probes = [{"class_path": "tests.probes.PathRecorder", "init_args": {"prefix": str(prefix)}}]
@@ -175,7 +180,7 @@ def test_resumed_single_path_search_samples_what_the_uninterrupted_one_would(tmp
             probes.append({"class_path": "tests.probes.StopAfterBatches",
                            "init_args": {"batches": 7, "checkpoint": str(tmp_path / "mid.ckpt")}})
         run_dir = run_in_process("fit", "--config", str(TINY_SP), "--run.root", str(tmp_path / name),
-                                 "--trainer.callbacks", json.dumps(probes), *extra, capsys=capsys)
+                                 "--trainer.callbacks", json.dumps(probes), *update, *extra, capsys=capsys)
         steps = [json.loads(line) for line in Path(f"{prefix}.rank0.jsonl").read_text().splitlines()]
         return run_dir, steps
 
@@ -190,12 +195,14 @@ def test_resumed_single_path_search_samples_what_the_uninterrupted_one_would(tmp
 
 
 def test_ddp_two_cpu_processes_train_the_same_child(tmp_path):
+    """With group sharing, a shared prefix and DI-NAS's OWM update (whose input memory is averaged across ranks)."""
     prefix = tmp_path / "paths"
     probe = json.dumps([{"class_path": "tests.probes.PathRecorder", "init_args": {"prefix": str(prefix)}}])
     proc = run_subprocess("fit", "--config", str(TINY_SP), "--run.root", str(tmp_path / "runs"),
                           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                           "--trainer.callbacks", probe, "--model.init_args.groups", "2",
-                          "--model.init_args.shared_prefix", "1", timeout=300)
+                          "--model.init_args.shared_prefix", "1", "--model.init_args.projector",
+                          json.dumps({"class_path": "lightning_nas.methods.projection.OWMProjector"}), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [[json.loads(line) for line in Path(f"{prefix}.rank{r}.jsonl").read_text().splitlines()]
              for r in (0, 1)]

@@ -12,7 +12,8 @@ from pytorch_lightning.callbacks import Callback
 
 #: the metrics an epoch line shows, in this order, when the run logs them
 KEYS = ("search/arch_loss", "search/weight_loss", "train/acc", "val/acc", "search/evaluated", "search/best_fitness",
-        "benchmark/cifar10_test", "landscape/hessian_eig", "wsv/gt_tau", "wsv/s_tau")
+        "benchmark/cifar10_test", "landscape/hessian_eig", "wsv/gt_tau", "wsv/s_tau",
+        "disturbance/drop_k1")
 
 
 class EpochLines(Callback):

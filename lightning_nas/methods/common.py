@@ -84,20 +84,30 @@ class NASModule(pl.LightningModule):
         return F.cross_entropy(logits, y)
 
     def weight_step(self, opt: Any, logits_fn: Callable[[], torch.Tensor], y: torch.Tensor, grad_clip: float) -> None:
-        """One step of a search's supernet weights: forward (``logits_fn``), ``loss``, backward, grad-norm clipping
-        of the weights, step; logs the epoch means of the loss (``search/weight_loss``) and accuracy
-        (``train/acc``). Needs ``self.weight_loss_mean`` (a MeanMetric) and the accuracy metrics."""
+        """One step of a search's supernet weights: forward (``logits_fn``), ``loss``, backward,
+        ``transform_weight_grads``, grad-norm clipping of the weights, step, ``after_weight_step``; logs the epoch
+        means of the loss (``search/weight_loss``) and accuracy (``train/acc``). Needs ``self.weight_loss_mean``
+        (a MeanMetric) and the accuracy metrics."""
         opt.zero_grad(set_to_none=True)
         logits = logits_fn()
         loss = self.loss(logits, y)
         self.manual_backward(loss)
+        self.transform_weight_grads()
         if grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
         opt.step()
+        self.after_weight_step()
         self.weight_loss_mean.update(loss.detach())
         self.train_acc.update(logits.detach(), y)
         self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def transform_weight_grads(self) -> None:
+        """Called by ``weight_step`` between the backward (gradients all-reduced) and clipping; a no-op here
+        (the single-path search projects the gradients for DI-NAS)."""
+
+    def after_weight_step(self) -> None:
+        """Called by ``weight_step`` after the optimizer step; a no-op here."""
 
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A CPU generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,

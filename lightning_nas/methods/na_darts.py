@@ -20,6 +20,7 @@ import torch
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.darts import DARTS
+from lightning_nas.search_spaces.neighbourhood import neighbour_moves, replacement_ops
 
 
 class NADARTS(DARTS):
@@ -35,18 +36,15 @@ class NADARTS(DARTS):
         self.neighbours, self.distance = neighbours, distance
 
     def neighbour_mixing(self, mixing: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One neighbour: on ``distance`` random edges per cell, the strongest op's mass moves to another op."""
-        prims = list(self.supernet.primitives)
-        allowed = [i for i, p in enumerate(prims) if p != "none"]
+        """One neighbour (``search_spaces.neighbourhood``, the notion NA-RS shares): on ``distance`` random edges
+        per cell, the strongest op's mass moves to another op."""
+        allowed = replacement_ops(self.supernet.primitives)
         out = {}
         for cell, w in mixing.items():
-            edges = torch.randperm(w.shape[0], generator=generator)[: min(self.distance, w.shape[0])].tolist()
+            strongest = w.detach().argmax(-1).tolist()
             move = torch.zeros_like(w)
-            for e in edges:
-                strongest = int(w[e].detach().argmax())
-                targets = [i for i in allowed if i != strongest]
-                target = targets[int(torch.randint(len(targets), (1,), generator=generator))]
-                move[e, strongest], move[e, target] = -1.0, 1.0
+            for e, target in neighbour_moves(strongest, self.distance, allowed, generator):
+                move[e, strongest[e]], move[e, target] = -1.0, 1.0
             strongest_mass = (w * (move < 0)).sum(-1, keepdim=True)  # differentiable in w
             out[cell] = w + strongest_mass * move
         return out

@@ -23,11 +23,26 @@ similar children share weights (groups are then not equally large: 23/27/27/23 %
 Every copy starts from the same initial weights. ``shared_prefix`` = k shares the stem and the first k blocks
 (``supernet.blocks()``: cells, and on NAS-Bench-201 the residual reductions) across all groups and keeps the
 rest per group. m = 1 is full sharing.
+
+NA-RS (neighbourhood-aware random search; Wang, Cao, Li, Kitani, BMVC 2021, arXiv 2105.06369; only the abstract
+could be read, so this is the documented interpretation of methods.md 4): with ``neighbours`` = K > 0 a candidate
+is scored by ``aggregation`` (mean by default, max or min) of the inherited-weight accuracies of itself and K
+neighbours at ``distance`` d (``search_spaces.neighbourhood``, the notion NA-DARTS uses: d edges per cell type
+switched to another op). Each candidate's neighbours are drawn once, from (seed, 19, candidate), and stay fixed for
+the run; training is RSPS's, unchanged. K = 0 is random search with weight sharing exactly.
+
+DI-NAS (disturbance-immune weight sharing; Niu et al., arXiv 2003.13089): ``projector`` replaces the plain weight
+update by an orthogonal one (``methods.projection``: ``OWMProjector`` or ``GradientSpaceProjector``, both
+documented interpretations; None = plain updates). ``callbacks.DisturbanceProbe`` measures what it is meant to
+remove.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import torch
@@ -37,14 +52,19 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_nas.data.batches import mix_seed
-from lightning_nas.errors import ConfigError
+from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.base import DARTS_WEIGHT_SGD, SupernetFactory
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
 from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
+from lightning_nas.methods.projection import GradientProjector
 from lightning_nas.search_spaces.base import Path, Supernet
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
+from lightning_nas.search_spaces.neighbourhood import neighbour_path
 
-CANDIDATE_STREAM = 17
+CANDIDATE_STREAM, NEIGHBOUR_STREAM = 17, 19
+#: an orthogonal-update projector, built with no arguments (a class_path/init_args in a config)
+ProjectorFactory = Callable[[], GradientProjector]
+AGGREGATIONS = {"mean": lambda v: sum(v) / len(v), "max": max, "min": min}
 
 
 def path_code(path: Path) -> tuple[int, ...]:
@@ -62,7 +82,9 @@ class SinglePathSearch(NASModule):
                  candidates: int = 100, rank_batches: int = 4, calib_batches: int = 2,
                  bn_mode: BNMode = "recalibrate", groups: int = 1,
                  grouping: Literal["similarity", "random"] = "similarity", grouping_seed: int = 0,
-                 shared_prefix: Optional[int] = None, seed: int = 2):
+                 shared_prefix: Optional[int] = None, neighbours: int = 0, distance: int = 1,
+                 aggregation: Literal["mean", "max", "min"] = "mean", projector: Optional[ProjectorFactory] = None,
+                 seed: int = 2):
         """
         Args:
             supernet: the search space, built as ``supernet(num_classes, in_channels)``; default the DARTS space.
@@ -78,6 +100,10 @@ class SinglePathSearch(NASModule):
                 or ``random`` (seeded hash).
             grouping_seed: seeds the group assignment (not the run seed: runs with other seeds group alike).
             shared_prefix: with groups, the stem and this many first blocks are shared by all groups.
+            neighbours: NA-RS's K, neighbours whose accuracies score a candidate with its own (0: RSPS).
+            distance: NA-RS's d, edges per cell type a neighbour changes.
+            aggregation: how a candidate's and its neighbours' accuracies combine: mean, max or min.
+            projector: DI-NAS's orthogonal update (``methods.projection``); None: plain updates.
             seed: seeds the sampled children and the candidates; the CLI sets it from seed_everything.
         """
         super().__init__()
@@ -90,6 +116,10 @@ class SinglePathSearch(NASModule):
             raise ConfigError(f"model.bn_mode must be one of {list(BN_MODES)}, got {bn_mode!r}")
         if bn_mode == "recalibrate" and calib_batches == 0:
             raise ConfigError("model.bn_mode 'recalibrate' needs model.calib_batches >= 1 (or bn_mode 'batch')")
+        if neighbours < 0 or distance < 1:
+            raise ConfigError(f"need model.neighbours >= 0 and model.distance >= 1, got {neighbours}, {distance}")
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(f"model.aggregation must be one of {list(AGGREGATIONS)}, got {aggregation!r}")
         if grouping not in ("similarity", "random"):
             raise ConfigError(f"model.grouping must be 'similarity' or 'random', got {grouping!r}")
         self.automatic_optimization = False
@@ -107,16 +137,33 @@ class SinglePathSearch(NASModule):
         self._ddp_params_and_buffers_to_ignore = [
             n for n, p in self.named_parameters() if any(p is a for net in self.all_supernets()
                                                          for a in net.arch_parameters())]
+        self.projector: Optional[GradientProjector] = None
+        if projector is not None:
+            self.projector = resolve_callable(projector, "model.projector")()
+            if not isinstance(self.projector, GradientProjector):
+                raise ConfigError("model.projector must build a lightning_nas.methods.projection.GradientProjector, "
+                                  f"got {type(self.projector).__name__}")
+            self.projector.attach(self.all_supernets())
+            # identical on every rank by construction: DDP need not broadcast it every forward
+            self._ddp_params_and_buffers_to_ignore += [f"projector.{n}" for n, _ in self.projector.named_buffers()]
         self.init_accuracy_metrics(num_classes)
         self.weight_loss_mean = MeanMetric()
         g = torch.Generator().manual_seed(mix_seed(seed, CANDIDATE_STREAM))
         self.candidates: list[Path] = [self.supernet.random_path(g) for _ in range(candidates)]
+        self.neighbours, self.distance, self.aggregation = neighbours, distance, aggregation
+        self.candidate_neighbours: list[list[Path]] = [
+            self._neighbours_of(k, path) for k, path in enumerate(self.candidates)]
         self.ranking: list[dict[str, Any]] = []  # candidates' accuracies at `ranked_step`, in candidate order
         self.ranked_step = -1
+        self._ranking_scoring: dict[str, Any] = {}
         self.last_path: Optional[Path] = None
         self._eval_path: Optional[Path] = None
         self._eval_bn: Any = None
         self._probes: Optional[tuple[list, list]] = None  # (held-out, calibration) batches on the device
+
+    def _neighbours_of(self, k: int, path: Path) -> list[Path]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, NEIGHBOUR_STREAM, k))
+        return [neighbour_path(path, self.supernet.primitives, self.distance, g) for _ in range(self.neighbours)]
 
     def _group_copies(self) -> list[Supernet]:
         if self.groups == 1:
@@ -190,7 +237,54 @@ class SinglePathSearch(NASModule):
         x, y = batch["train"]
         path = self.sample_path()
         self.last_path = path
-        self.weight_step(self.optimizers(), lambda: self.supernet_for(path)(x, path=path), y, self.grad_clip)
+        net = self.supernet_for(path)
+
+        def forward() -> torch.Tensor:
+            with self._capture():
+                return net(x, path=path)
+
+        self.weight_step(self.optimizers(), forward, y, self.grad_clip)
+
+    def _capture(self) -> Any:
+        return self.projector.capture() if self.projector is not None else contextlib.nullcontext()
+
+    def progress(self) -> float:
+        """The fraction of the search's optimiser steps done (the OWM ``a`` schedule)."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        return self.global_step / total if math.isfinite(total) and total > 0 else 0.0
+
+    def transform_weight_grads(self) -> None:
+        if self.projector is not None:
+            self.projector.project(self.progress())
+
+    def after_weight_step(self) -> None:
+        if self.projector is not None:
+            self.projector.commit()
+
+    def child_update(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One weight step of the child ``path`` outside the training loop, with the search's update rule (loss
+        gradient, projector, clipping, the run's optimizer and learning rate) but no logging and no DDP gradient
+        reduction (``torch.autograd.grad``): the disturbance probe's sandbox, which restores the state after it.
+        Returns the loss."""
+        opt = self.optimizers().optimizer
+        net = self.supernet_for(path)
+        params = [p for p in self.weight_parameters() if p.requires_grad]
+        opt.zero_grad(set_to_none=True)
+        with self._capture():
+            loss = self.loss(net(x, path=path), y)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.transform_weight_grads()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.grad_clip)
+        opt.step()
+        self.after_weight_step()
+        return float(loss.detach())
+
+    def on_train_start(self) -> None:
+        if self.projector is not None:
+            self.log("search/projector_mb", self.projector.state_bytes() / 2**20, rank_zero_only=True)
 
     def on_train_epoch_end(self) -> None:
         self.log("search/weight_lr", float(self.optimizers().param_groups[0]["lr"]))
@@ -208,24 +302,45 @@ class SinglePathSearch(NASModule):
             self._probes = dm.child_eval_batches(self.rank_batches, calib, trainer)
         return self._probes
 
+    def scoring(self) -> dict[str, Any]:
+        """What a ranking depends on besides the weights: a stored ranking is reused only if this is equal."""
+        return {"candidates": len(self.candidates), "neighbours": self.neighbours, "distance": self.distance,
+                "aggregation": self.aggregation, "rank_batches": self.rank_batches,
+                "calib_batches": self.calib_batches, "bn_mode": self.bn_mode}
+
     def rank_candidates(self) -> list[dict[str, Any]]:
-        """Evaluate every candidate with the inherited weights (cached until the weights change)."""
-        if self.ranked_step == self.global_step and self.ranking:
+        """Score every candidate with the inherited weights (cached until the weights change): its own held-out
+        accuracy (``acc``) and, with NA-RS neighbours, ``score`` = the aggregation of its and its neighbours'
+        accuracies (without neighbours ``score`` = ``acc``)."""
+        if self.ranked_step == self.global_step and self.ranking and self._ranking_scoring == self.scoring():
             return self.ranking
         if self._trainer is None:
             raise ConfigError("ranking the candidates needs the trainer's data; call genotype() during a run")
         eval_batches, calib = self._probe_batches()
+        cache: dict[tuple[int, ...], float] = {}  # children evaluated in this ranking (neighbours may repeat)
+
+        def accuracy(path: Path) -> float:
+            code = path_code(path)
+            if code not in cache:
+                cache[code] = child_accuracy(self.supernet_for(path), path, eval_batches, calib, self.bn_mode)
+            return cache[code]
+
         self.ranking = []
         for k, path in enumerate(self.candidates):
-            acc = child_accuracy(self.supernet_for(path), path, eval_batches, calib, self.bn_mode)
-            self.ranking.append({"candidate": k, "group": self.group_of(path), "acc": acc,
-                                 "genotype": self.supernet.path_genotype(path).to_text()})
-        self.ranked_step = self.global_step
+            acc = accuracy(path)
+            record = {"candidate": k, "group": self.group_of(path), "acc": acc, "score": acc,
+                      "genotype": self.supernet.path_genotype(path).to_text()}
+            if self.neighbours:
+                accs = [accuracy(n) for n in self.candidate_neighbours[k]]
+                record["score"] = AGGREGATIONS[self.aggregation]([acc, *accs])
+                record["neighbour_accs"] = accs
+            self.ranking.append(record)
+        self.ranked_step, self._ranking_scoring = self.global_step, self.scoring()
         return self.ranking
 
     def best_path(self) -> Path:
         ranking = self.rank_candidates()
-        best = max(range(len(ranking)), key=lambda k: (ranking[k]["acc"], -k))
+        best = max(range(len(ranking)), key=lambda k: (ranking[k]["score"], -k))
         return self.candidates[best]
 
     def genotype(self) -> Any:
@@ -253,15 +368,31 @@ class SinglePathSearch(NASModule):
         return self.supernet_for(self._eval_path)(x, path=self._eval_path)
 
     def summary_extras(self) -> dict[str, Any]:
-        ranking = sorted(self.ranking, key=lambda r: (-r["acc"], r["candidate"]))
-        return {"groups": self.groups, "ranked_at_step": self.ranked_step, "top_candidates": ranking[:10]}
+        ranking = sorted(self.ranking, key=lambda r: (-r["score"], r["candidate"]))
+        extras = {"groups": self.groups, "ranked_at_step": self.ranked_step, "scoring": self.scoring(),
+                  "top_candidates": ranking[:10], "ranking": self.ranking}
+        if self.projector is not None:
+            extras["projector"] = {"class": type(self.projector).__name__,
+                                   "state_mb": self.projector.state_bytes() / 2**20}
+        return extras
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lightning_nas"]["search_state"] = {"ranking": self.ranking, "ranked_step": self.ranked_step}
+        checkpoint["lightning_nas"]["search_state"] = {
+            "ranking": self.ranking, "ranked_step": self.ranked_step, "scoring": self._ranking_scoring,
+            "projector": self._projector_name()}
+
+    def _projector_name(self) -> Optional[str]:
+        return None if self.projector is None else type(self.projector).__name__
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint["lightning_nas"].get("search_state", {})
+        if state.get("projector") != self._projector_name():
+            raise CheckpointError(
+                f"the checkpoint was trained with projector {state.get('projector')}, this run has "
+                f"{self._projector_name()}: resume it with the config it was written with (config.yaml in its run "
+                "directory)")
         self.ranking, self.ranked_step = list(state.get("ranking", [])), int(state.get("ranked_step", -1))
+        self._ranking_scoring = dict(state.get("scoring", {}))
