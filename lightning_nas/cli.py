@@ -118,6 +118,10 @@ class NASCLI(LightningCLI):
             user_loggers = [user_loggers]
         trainer_init["logger"] = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
+        max_steps = trainer_init.get("max_steps")
+        if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps > 0:
+            # trainer.max_steps counts search steps; Lightning stops on its global step, which counts optimizer steps
+            trainer_init["max_steps"] = max_steps * getattr(self.model, "optimizer_steps_per_search_step", 1)
         ckpt_dir = str(self.run_dir / "checkpoints")
         callbacks: list[pl.Callback] = []
         if self.subcommand == "fit":  # validate / test only read a checkpoint

@@ -11,6 +11,7 @@ import yaml
 from cli_utils import TINY1, TINY2, TINY_RETRAIN, alphas, run_in_process, run_subprocess, weights
 from conftest import REPO
 
+from lightning_nas.callbacks.run_artifacts import format_summary
 from lightning_nas.cli import main
 
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
@@ -103,6 +104,16 @@ def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
         assert torch.equal(a[key], b[key]), key
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_from"] == str(mid)
+
+
+@pytest.mark.parametrize("config, optimizer_steps", [(TINY1, 2), (REPO / "experiments" / "tiny" /
+                                                                     "single_path_nb201.yaml", 1)])
+def test_max_steps_counts_search_steps(config, optimizer_steps, tmp_path, capsys):
+    run = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path), "--trainer.max_steps", "3",
+                         "--trainer.max_epochs", "50", "--trainer.callbacks", "[]", capsys=capsys)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["search_steps"] == 3 and summary["global_step"] == 3 * optimizer_steps
+    assert "3 steps" in format_summary(summary)
 
 
 def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):

@@ -57,6 +57,8 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
 class BilevelSearch(NASModule):
     """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
 
+    optimizer_steps_per_search_step = 2  # the architecture step and the weight step
+
     def __init__(self, supernet: Optional[SupernetFactory] = None, num_classes: int = 10, in_channels: int = 3,
                  weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
                  arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,

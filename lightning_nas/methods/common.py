@@ -49,6 +49,14 @@ class NASModule(pl.LightningModule):
 
     #: set by the CLI: {"config": yaml text, "seed": int, "versions": {...}, "git": str | None}
     run_metadata: dict[str, Any]
+    #: Lightning's ``global_step`` counts optimizer steps: how many one search step takes (a bilevel search: 2).
+    #: The CLI makes ``trainer.max_steps`` count search steps with it; ``search_steps`` reports them.
+    optimizer_steps_per_search_step: int = 1
+
+    @property
+    def search_steps(self) -> int:
+        """Training steps (batches) taken, whatever the optimizers per step."""
+        return self.global_step // self.optimizer_steps_per_search_step
 
     def method_id(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
