@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.data.datamodules import InMemoryDataModule
@@ -75,6 +76,9 @@ class NASCLI(LightningCLI):
                             help="run sub-directory (default: a timestamp; set it for multi-node runs)")
         parser.add_argument("--run.monitor", type=Optional[str], default="val/acc",
                             help="metric that picks the best checkpoint (null: keep only last.ckpt)")
+        parser.add_argument("--run.finite_check_every", type=int, default=20,
+                            help="stop with a clear error when weights or alphas become NaN/Inf, checked every N "
+                                 "training steps and before every validation and checkpoint")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
@@ -124,7 +128,9 @@ class NASCLI(LightningCLI):
             trainer_init["max_steps"] = max_steps * getattr(self.model, "optimizer_steps_per_search_step", 1)
         ckpt_dir = str(self.run_dir / "checkpoints")
         callbacks: list[pl.Callback] = []
+        first: list[pl.Callback] = []  # before the config's callbacks: nothing reads diverged values
         if self.subcommand == "fit":  # validate / test only read a checkpoint
+            first.append(FiniteCheck(cfg.run.finite_check_every, ckpt_dir))
             # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
             # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
@@ -142,7 +148,7 @@ class NASCLI(LightningCLI):
         user_callbacks = trainer_init.get("callbacks") or []
         if not isinstance(user_callbacks, list):
             user_callbacks = [user_callbacks]
-        trainer_init["callbacks"] = user_callbacks + callbacks
+        trainer_init["callbacks"] = first + user_callbacks + callbacks
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:

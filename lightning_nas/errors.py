@@ -19,3 +19,7 @@ class GenotypeError(LightningNASError, ValueError):
 
 class CheckpointError(LightningNASError):
     """A checkpoint does not belong to this method or search space."""
+
+
+class DivergedError(LightningNASError):
+    """Training produced NaN or Inf weights or architecture parameters."""

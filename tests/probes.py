@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.methods.projection import GradientProjector
@@ -90,3 +91,16 @@ class IdentityProjector(GradientProjector):
 
     def commit(self) -> None:
         pass
+
+
+class PoisonWeights(Callback):
+    """Sets one weight to NaN after the first training batch of ``epoch``: a divergence at a known point."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 0:
+            with torch.no_grad():
+                next(pl_module.supernet.weight_parameters().__iter__()).view(-1)[0] = float("nan")

@@ -116,6 +116,25 @@ def test_max_steps_counts_search_steps(config, optimizer_steps, tmp_path, capsys
     assert "3 steps" in format_summary(summary)
 
 
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+    poison = json.dumps([{"class_path": "tests.probes.PoisonWeights", "init_args": {"epoch": 1}}])
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "poisoned"), "--trainer.max_epochs", "3",
+                 "--trainer.callbacks", poison])
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged" in err and "between search step 5 and step 10" in err
+    (last,) = (tmp_path / "poisoned").glob("*/*/checkpoints/last.ckpt")
+    assert f"{last}, was written before and holds finite values" in err and "Traceback" not in err
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+                                      if v.is_floating_point())
+    assert not list(tmp_path.glob("poisoned/*/*/summary.json"))  # no summary of a diverged run
+    # a learning rate of 1e6 overflows within the first epoch, before any checkpoint
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "lr"), "--trainer.max_epochs", "2",
+                 "--model.init_args.weight_optimizer.init_args.lr", "1e6", "--model.init_args.grad_clip", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged" in err and "no checkpoint was written before it" in err
+
+
 def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):
     """Drop path draws from the global RNG: resume must restore it, the LR schedule and the data position."""
     common = ("--config", str(TINY_RETRAIN), "--trainer.max_epochs", "3", "--model.init_args.drop_path_prob", "0.3")
