@@ -169,11 +169,11 @@ class BilevelSearch(NASModule):
         self.weight_step(self.optimizers()[0], lambda: self.weight_logits(x_t, y_t), y_t, self.grad_clip)
 
     def on_train_epoch_end(self) -> None:
-        self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
+        self.log_replicated("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
         for cell, weights in self.supernet.mixing_weights().items():
             for e, row in enumerate(weights.detach().cpu()):
                 for op, w in zip(self.supernet.primitives, row.tolist()):
-                    self.log(f"alpha_{cell}/e{e:02d}_{op}", w)
+                    self.log_replicated(f"alpha_{cell}/e{e:02d}_{op}", w)
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.supernet(x)

@@ -39,6 +39,13 @@ def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], 
     return resolve_callable(spec, what)(params)
 
 
+def log_replicated(module: pl.LightningModule, name: str, value: Any, **kwargs: Any) -> None:
+    """Log a value that is identical on every DDP rank (derived from synchronised state: alphas, learning rates,
+    benchmark lookups, evaluations of the same fixed batches with the same weights). It is reduced with ``max``,
+    which leaves it exactly as it is, so Lightning's "use sync_dist=True" warning does not fire."""
+    module.log(name, value, sync_dist=True, reduce_fx="max", **kwargs)
+
+
 class NASModule(pl.LightningModule):
     """Base of every lightning_nas LightningModule.
 
@@ -87,6 +94,9 @@ class NASModule(pl.LightningModule):
                 "resume it with the config it was written with (config.yaml in its run directory)")
         if "rng" in meta:
             set_rng_state(meta["rng"])
+
+    def log_replicated(self, name: str, value: Any, **kwargs: Any) -> None:
+        log_replicated(self, name, value, **kwargs)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)

@@ -155,9 +155,9 @@ class DiscreteSearch(NASModule):
 
     def on_train_epoch_end(self) -> None:
         best = self.incumbent()
-        self.log("search/evaluated", float(len(self.history)))
+        self.log_replicated("search/evaluated", float(len(self.history)))
         if best is not None:
-            self.log("search/best_fitness", best["fitness"])
+            self.log_replicated("search/best_fitness", best["fitness"])
 
     def summary_extras(self) -> dict[str, Any]:
         best = self.incumbent()
