@@ -15,11 +15,13 @@ import os
 import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import yaml
+from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
@@ -27,8 +29,9 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
+from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import LightningNASError
+from lightning_nas.errors import ConfigError, LightningNASError
 from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
@@ -76,6 +79,11 @@ class NASCLI(LightningCLI):
                             help="run sub-directory (default: a timestamp; set it for multi-node runs)")
         parser.add_argument("--run.monitor", type=Optional[str], default="val/acc",
                             help="metric that picks the best checkpoint (null: keep only last.ckpt)")
+        parser.add_argument("--run.checkpoint_every_minutes", type=Optional[float], default=10.0,
+                            help="also rewrite checkpoints/last.ckpt during an epoch every this many minutes "
+                                 "(null: only at epoch ends); resuming from it continues exactly")
+        parser.add_argument("--run.checkpoint_every_n_steps", type=Optional[int], default=None,
+                            help="also rewrite checkpoints/last.ckpt every this many search steps")
         parser.add_argument("--run.finite_check_every", type=int, default=20,
                             help="stop with a clear error when weights or alphas become NaN/Inf, checked every N "
                                  "training steps and before every validation and checkpoint")
@@ -135,6 +143,13 @@ class NASCLI(LightningCLI):
             # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                              enable_version_counter=False))
+            callbacks += self._mid_epoch_checkpoints(cfg.run, ckpt_dir)
+            first.append(GracefulStop(ckpt_dir, f"python -m lightning_nas fit --config {self.run_dir / 'config.yaml'} "
+                                                "--ckpt_path {ckpt}"))
+            plugins = trainer_init.get("plugins") or []
+            plugins = plugins if isinstance(plugins, list) else [plugins]
+            if not any(isinstance(p, CheckpointIO) for p in plugins):  # a kill during a write keeps the old file
+                trainer_init["plugins"] = plugins + [AtomicCheckpointIO()]
             monitor = cfg.run.monitor
             if monitor:
                 callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
@@ -150,6 +165,21 @@ class NASCLI(LightningCLI):
             user_callbacks = [user_callbacks]
         trainer_init["callbacks"] = first + user_callbacks + callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def _mid_epoch_checkpoints(self, run: Any, ckpt_dir: str) -> list[pl.Callback]:
+        """last.ckpt also every ``run.checkpoint_every_minutes`` / ``run.checkpoint_every_n_steps`` search steps."""
+        minutes, steps = run.checkpoint_every_minutes, run.checkpoint_every_n_steps
+        if minutes is not None and minutes <= 0 or steps is not None and steps < 1:
+            raise ConfigError(f"run.checkpoint_every_minutes must be > 0 and run.checkpoint_every_n_steps >= 1 (or "
+                              f"null to turn them off), got {minutes} and {steps}")
+        last = dict(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        out: list[pl.Callback] = []
+        if minutes:
+            out.append(ModelCheckpoint(train_time_interval=timedelta(minutes=minutes), **last))
+        if steps:  # Lightning counts optimizer steps
+            per = getattr(self.model, "optimizer_steps_per_search_step", 1)
+            out.append(ModelCheckpoint(every_n_train_steps=steps * per, **last))
+        return out
 
     def after_instantiate_classes(self) -> None:
         config_text = self._config_text()
@@ -253,8 +283,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)
     except LightningNASError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"{err.prefix}: {err}", file=sys.stderr)
+        return err.exit_code
     finally:  # the variable only hands the run directory to DDP children of this call
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -1,0 +1,70 @@
+"""Losing at most a step: SIGTERM / SIGUSR1 / SIGINT save last.ckpt at the next step and exit 128 + signal with
+the resume command; the resumed run equals the uninterrupted one; a kill -9 during a checkpoint write leaves the
+previous checkpoint loadable; mid-epoch checkpoints every N steps."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+from cli_utils import TINY1, TINY_RETRAIN, run_in_process, run_subprocess, weights
+from conftest import REPO
+
+from lightning_nas.cli import main
+
+TINY_RS = REPO / "experiments" / "tiny" / "random_search_nb201.yaml"
+
+
+def _same_run(a, b) -> None:
+    wa, wb = weights(a / "checkpoints" / "last.ckpt"), weights(b / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    if (a / "genotype.json").exists():
+        assert json.loads((a / "genotype.json").read_text()) == json.loads((b / "genotype.json").read_text())
+
+
+@pytest.mark.parametrize("config, batch, signum", [(TINY1, 7, signal.SIGUSR1), (TINY_RS, 25, signal.SIGINT),
+                                                   (TINY_RETRAIN, 2, signal.SIGTERM)],
+                         ids=["darts-sigusr1", "random_search-sigint", "retrain-sigterm"])
+def test_a_signal_saves_the_step_and_the_resumed_run_equals_the_uninterrupted_one(config, batch, signum, tmp_path,
+                                                                                   capsys):
+    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), capsys=capsys)
+    probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": batch, "signum": int(signum)}}])
+    code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks", probe])
+    err = capsys.readouterr().err
+    name = signal.Signals(signum).name
+    # the signal arrives after the step boundary of batch `batch` was handled: the run stops at the next one
+    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch + 1}" in err
+    (ckpt,) = (tmp_path / "cut").glob("*/*/checkpoints/last.ckpt")
+    assert f"--ckpt_path {ckpt}" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"),
+                             "--ckpt_path", str(ckpt), capsys=capsys)
+    _same_run(full, resumed)
+
+
+def test_sigterm_to_a_subprocess_exits_143_with_a_checkpoint(tmp_path):
+    probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": 3}}])
+    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.callbacks", probe)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # next boundary: 4 steps x 2 optimizer steps
+    assert "Resume it with: python -m lightning_nas fit --config" in proc.stderr
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.plugins",
+                          "tests.probes.DyingCheckpointIO", "--run.checkpoint_every_n_steps", "2",
+                          "--run.monitor", "null")
+    assert proc.returncode == -signal.SIGKILL
+    (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    # the first write: the mid-epoch checkpoint after 2 search steps (4 optimizer steps)
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    assert ckpt.with_name("last.ckpt.tmp").read_bytes().startswith(b"PK\x03\x04 half")  # the killed write
+
+
+def test_mid_epoch_checkpoint_options_are_checked(tmp_path, capsys):
+    for option, value in (("--run.checkpoint_every_n_steps", "0"), ("--run.checkpoint_every_minutes", "-1")):
+        code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), option, value])
+        assert code == 2 and option[2:] in capsys.readouterr().err
