@@ -9,9 +9,12 @@ DARTS seed) drives the data split, alpha init, data order and augmentation.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -25,6 +28,7 @@ from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
@@ -36,6 +40,9 @@ from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
+#: run directories this process created: a command that fails before writing anything removes its own
+CREATED_RUN_DIRS: list[Path] = []
+_NOTHING_WRITTEN = {"config.yaml", "hparams.yaml"}
 
 
 def _version_name(root: Path, name: str) -> str:
@@ -45,6 +52,26 @@ def _version_name(root: Path, name: str) -> str:
         k += 1
         version = f"{stamp}-{k}"
     return version
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it instead."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # continue its columns (new ones widen the header)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``<run dir>/metrics.csv``, appended to when a run continues in its directory."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class NASCLI(LightningCLI):
@@ -110,12 +137,41 @@ class NASCLI(LightningCLI):
         root = Path(run.root)
         name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
                             f"{(data_args.get('dataset') if data_args else None) or 'data'}")
-        version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
-        if self.subcommand != "fit":
-            version = f"{version}-{self.subcommand}"
-        self.run_dir = root / name / version
+        resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
+        if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
+            self.run_dir = resumed
+            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to)",
+                  file=sys.stderr)
+        else:
+            version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
+            if self.subcommand != "fit":
+                base, k = f"{version}-{self.subcommand}", 1
+                version = base
+                while (root / name / version).exists():  # a second validate / test of the same run
+                    k += 1
+                    version = f"{base}{k}"
+            self.run_dir = root / name / version
+            first_process = int(os.environ.get("NODE_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
+            if self.subcommand == "fit" and first_process and (self.run_dir / "config.yaml").exists():
+                raise ConfigError(
+                    f"the run directory {self.run_dir} already holds a run (run.version {version!r}); a new run never "
+                    "overwrites it: choose another run.version (or leave it unset for a timestamp), or continue that "
+                    f"run with --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}")
+        if not self.run_dir.exists():
+            CREATED_RUN_DIRS.append(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
+
+    def _resumed_run_dir(self, ckpt_path: Any) -> Optional[Path]:
+        """The run directory a ``fit --ckpt_path`` continues: the checkpoint's own run when it is
+        ``<run>/checkpoints/*.ckpt`` of a lightning_nas run (it has ``config.yaml``), else None (a new run)."""
+        if self.subcommand != "fit" or not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+            return None
+        path = Path(str(ckpt_path))
+        run_dir = path.parent.parent
+        if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
+            return run_dir
+        return None
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """Every run logs to <run_dir>/metrics.csv (first logger, so ``trainer.log_dir`` is the run directory)
@@ -128,7 +184,7 @@ class NASCLI(LightningCLI):
             user_loggers = []
         elif not isinstance(user_loggers, list):
             user_loggers = [user_loggers]
-        trainer_init["logger"] = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
+        trainer_init["logger"] = [AppendingCSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
         max_steps = trainer_init.get("max_steps")
         if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps > 0:
@@ -252,6 +308,28 @@ class _DropTips(logging.Filter):
         return "Tip:" not in msg and not ("stopped:" in msg and "`max_epochs=" in msg)
 
 
+def _our_error(exc: BaseException) -> Optional[LightningNASError]:
+    """The LightningNASError that caused ``exc`` (itself, or one in its chain of causes), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LightningNASError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _remove_empty_run_dirs() -> None:
+    """Remove the run directories this command created if it failed before writing anything but its config."""
+    while CREATED_RUN_DIRS:
+        run_dir = CREATED_RUN_DIRS.pop()
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _NOTHING_WRITTEN:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in (run_dir.parent,):  # the run name's directory too, when it is empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -280,9 +358,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not any(isinstance(f, _DropTips) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(_DropTips())
     previous = os.environ.get(RUN_DIR_ENV)
+    CREATED_RUN_DIRS.clear()
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)
-    except LightningNASError as err:
+    except Exception as exc:
+        err = _our_error(exc)  # jsonargparse wraps errors of the classes it builds in a dump of the config
+        if err is None:
+            raise
+        _remove_empty_run_dirs()
         print(f"{err.prefix}: {err}", file=sys.stderr)
         return err.exit_code
     finally:  # the variable only hands the run directory to DDP children of this call

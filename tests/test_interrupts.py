@@ -68,3 +68,30 @@ def test_mid_epoch_checkpoint_options_are_checked(tmp_path, capsys):
     for option, value in (("--run.checkpoint_every_n_steps", "0"), ("--run.checkpoint_every_minutes", "-1")):
         code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), option, value])
         assert code == 2 and option[2:] in capsys.readouterr().err
+
+
+def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path, capsys):
+    first = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1",
+                           "--trainer.max_epochs", "1", capsys=capsys)
+    metrics_before = (first / "metrics.csv").read_text()
+    # the same run.version again: refused, nothing of the first run touched
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a run" in err and f"--ckpt_path {first / 'checkpoints' / 'last.ckpt'}" in err
+    assert (first / "metrics.csv").read_text() == metrics_before
+    # resuming from its checkpoint continues in its directory, appending to its logs
+    resumed = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "elsewhere"),
+                             "--trainer.max_epochs", "2", "--ckpt_path", str(first / "checkpoints" / "last.ckpt"),
+                             capsys=capsys)
+    assert resumed == first and not (tmp_path / "elsewhere").exists()
+    metrics = (first / "metrics.csv").read_text()
+    assert metrics.startswith(metrics_before.splitlines()[0]) and len(metrics) > len(metrics_before)
+    epochs = [json.loads(line)["epoch"] for line in (first / "genotypes.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1]
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
+    # a command that fails before writing anything leaves no directory behind
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "failed"),
+                 "--model.init_args.hvp_epsilon", "-1"])
+    assert code == 2 and "hvp_epsilon" in capsys.readouterr().err
+    assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").rglob("*"))
