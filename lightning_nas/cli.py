@@ -18,11 +18,13 @@ import shutil
 import sys
 import time
 import warnings
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -35,7 +37,7 @@ from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import ConfigError, LightningNASError
+from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError
 from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
@@ -116,6 +118,12 @@ class NASCLI(LightningCLI):
                                  "training steps and before every validation and checkpoint")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a --ckpt_path at parse time: refuse a missing or broken file before it does."""
+        if self.config.get("subcommand"):
+            _check_checkpoint_file(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     # ---- run directory --------------------------------------------------------------------------------
     def _section(self) -> Any:
@@ -306,6 +314,31 @@ class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
         return "Tip:" not in msg and not ("stopped:" in msg and "`max_epochs=" in msg)
+
+
+def _check_checkpoint_file(ckpt_path: Any) -> None:
+    """Refuse, before anything is built or written, a --ckpt_path that is missing or not a whole checkpoint."""
+    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(str(ckpt_path))
+    hint = "pass checkpoints/last.ckpt (or a best-*.ckpt) of a lightning_nas run directory"
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path} does not exist: {hint}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            whole = any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        whole = False
+    if not whole:
+        raise CheckpointError(f"--ckpt_path {path} is not a checkpoint, or it is truncated or corrupt (not a complete "
+                              f"PyTorch archive): {hint}")
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # a corrupt member, or objects that are not plain tensors and containers
+        raise CheckpointError(f"--ckpt_path {path} cannot be read as a checkpoint ({type(err).__name__}): {hint}") \
+            from None
+    if not isinstance(ckpt, dict) or "lightning_nas" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path {path} is a PyTorch file but not a lightning_nas checkpoint: {hint}")
 
 
 def _our_error(exc: BaseException) -> Optional[LightningNASError]:

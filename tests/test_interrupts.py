@@ -95,3 +95,18 @@ def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path
                  "--model.init_args.hvp_epsilon", "-1"])
     assert code == 2 and "hvp_epsilon" in capsys.readouterr().err
     assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").rglob("*"))
+
+
+def test_a_bad_checkpoint_path_is_refused_before_anything_is_written(tmp_path, capsys):
+    good = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "good"),
+                          "--trainer.max_epochs", "1", capsys=capsys) / "checkpoints" / "last.ckpt"
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    (tmp_path / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save({"weights": torch.ones(3)}, tmp_path / "plain.ckpt")
+    for name, message in (("missing.ckpt", "does not exist"), ("text.ckpt", "truncated or corrupt"),
+                          ("truncated.ckpt", "truncated or corrupt"), ("plain.ckpt", "not a lightning_nas checkpoint")):
+        code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "runs"),
+                     "--ckpt_path", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "weights_only" not in err and "Traceback" not in err, name
+    assert not (tmp_path / "runs").exists()
