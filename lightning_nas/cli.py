@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
@@ -342,11 +343,14 @@ def _check_checkpoint_file(ckpt_path: Any) -> None:
 
 
 def _our_error(exc: BaseException) -> Optional[LightningNASError]:
-    """The LightningNASError that caused ``exc`` (itself, or one in its chain of causes), if any."""
+    """The LightningNASError that caused ``exc`` (itself, or one in its chain of causes), or Lightning's
+    configuration error as one, if any."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, LightningNASError):
             return exc
+        if isinstance(exc, MisconfigurationException):  # Lightning's own clear messages (devices, accelerator, ...)
+            return ConfigError(f"{exc} (a trainer setting; `python -m lightning_nas fit --help` lists them)")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -228,6 +228,22 @@ def test_bad_input_unknown_genotype_op(tmp_path):
                           "--model.init_args.genotype", text), "sep_conv_11x11")
 
 
+@pytest.mark.parametrize("config, args, message", [
+    (TINY1, ["--trainer.accelerator", "gpu"], "No supported gpu backend found"),
+    (TINY1, ["--trainer.max_epochs", "-3"], "max_epochs"),
+    (TINY1, ["--model.init_args.weight_optimizer.init_args.lr", "-1"], "model.weight_optimizer: Invalid learning rate"),
+    (TINY1, ["--model.init_args.warmup_epochs", "5"], "model.warmup_epochs (5) >= trainer.max_epochs (2)"),
+    (TINY1, ["--model.init_args.hvp_epsilon", "-1"], "model.hvp_epsilon must be positive"),
+    (REPO / "experiments" / "tiny" / "rea_nb201.yaml", ["--model.init_args.population_size", "1000"],
+     "is larger than model.budget"),
+], ids=["gpu-on-cpu", "negative-epochs", "negative-lr", "warmup-past-the-end", "no-config-dump", "rea-population"])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(config, args, message, tmp_path, capsys):
+    code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and "Namespace(" not in err
+    assert not any(p.is_file() for p in (tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else True
+
+
 def test_checkpoint_of_another_method_is_refused(tmp_path, capsys):
     retrain = run_in_process("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path), capsys=capsys)
     ckpt = retrain / "checkpoints" / "last.ckpt"

@@ -131,6 +131,11 @@ class BilevelSearch(NASModule):
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        epochs = self.trainer.max_epochs
+        if self.warmup_epochs and epochs is not None and epochs > 0 and self.warmup_epochs >= epochs:
+            raise ConfigError(f"model.warmup_epochs ({self.warmup_epochs}) >= trainer.max_epochs ({epochs}): the "
+                              "architecture would never be trained and the genotype would come from the initial "
+                              "random alphas; lower warmup_epochs or raise max_epochs")
         if dist.is_available() and dist.is_initialized():  # alphas are not broadcast by DDP: do it here
             for a in self.supernet.arch_parameters():
                 dist.broadcast(a.data, src=0)

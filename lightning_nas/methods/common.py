@@ -36,7 +36,10 @@ def resolve_callable(spec: CallableOrSpec, what: str) -> Callable[..., Any]:
 
 
 def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], what: str) -> torch.optim.Optimizer:
-    return resolve_callable(spec, what)(params)
+    try:
+        return resolve_callable(spec, what)(params)
+    except ValueError as err:  # torch.optim's own checks: "Invalid learning rate: -1.0", ...
+        raise ConfigError(f"{what}: {err} (set a valid value under {what}.init_args)") from None
 
 
 def log_replicated(module: pl.LightningModule, name: str, value: Any, **kwargs: Any) -> None:

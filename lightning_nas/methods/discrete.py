@@ -241,6 +241,10 @@ class REA(DiscreteSearch):
 
     def __init__(self, *args: Any, population_size: int = 10, sample_size: int = 3, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if population_size > self.budget:
+            raise ConfigError(f"model.population_size ({population_size}) is larger than model.budget "
+                              f"({self.budget}): evolution would never start (the first population_size "
+                              "evaluations are random); raise the budget or lower the population")
         self.strategy = RegularizedEvolution(population_size, sample_size)
 
 
