@@ -195,6 +195,9 @@ class NASCLI(LightningCLI):
             user_loggers = [user_loggers]
         trainer_init["logger"] = [AppendingCSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
+        if self.subcommand == "fit" and trainer_init.get("limit_train_batches") in (0, 0.0):
+            raise ConfigError("trainer.limit_train_batches 0 trains nothing: the genotype would come from the "
+                              "initial weights; set a positive number of batches or a fraction in (0, 1]")
         max_steps = trainer_init.get("max_steps")
         if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps > 0:
             # trainer.max_steps counts search steps; Lightning stops on its global step, which counts optimizer steps

@@ -236,7 +236,11 @@ def test_bad_input_unknown_genotype_op(tmp_path):
     (TINY1, ["--model.init_args.hvp_epsilon", "-1"], "model.hvp_epsilon must be positive"),
     (REPO / "experiments" / "tiny" / "rea_nb201.yaml", ["--model.init_args.population_size", "1000"],
      "is larger than model.budget"),
-], ids=["gpu-on-cpu", "negative-epochs", "negative-lr", "warmup-past-the-end", "no-config-dump", "rea-population"])
+    (TINY1, ["--model.init_args.supernet.init_args.layers", "1"], "needs layers >= 3"),
+    (TINY1, ["--data.init_args.image_size", "3"], "data.image_size must be a multiple of 4"),
+    (TINY1, ["--trainer.limit_train_batches", "0"], "limit_train_batches 0 trains nothing"),
+], ids=["gpu-on-cpu", "negative-epochs", "negative-lr", "warmup-past-the-end", "no-config-dump", "rea-population",
+        "one-layer", "image-size-3", "no-training"])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(config, args, message, tmp_path, capsys):
     code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
