@@ -9,29 +9,43 @@ DARTS seed) drives the data split, alpha init, data order and augmentation.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
+import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
+import torch
 import yaml
+from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
+from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import LightningNASError
+from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError
 from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
+#: run directories this process created: a command that fails before writing anything removes its own
+CREATED_RUN_DIRS: list[Path] = []
+_NOTHING_WRITTEN = {"config.yaml", "hparams.yaml"}
 
 
 def _version_name(root: Path, name: str) -> str:
@@ -41,6 +55,26 @@ def _version_name(root: Path, name: str) -> str:
         k += 1
         version = f"{stamp}-{k}"
     return version
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it instead."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # continue its columns (new ones widen the header)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``<run dir>/metrics.csv``, appended to when a run continues in its directory."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class NASCLI(LightningCLI):
@@ -75,8 +109,22 @@ class NASCLI(LightningCLI):
                             help="run sub-directory (default: a timestamp; set it for multi-node runs)")
         parser.add_argument("--run.monitor", type=Optional[str], default="val/acc",
                             help="metric that picks the best checkpoint (null: keep only last.ckpt)")
+        parser.add_argument("--run.checkpoint_every_minutes", type=Optional[float], default=10.0,
+                            help="also rewrite checkpoints/last.ckpt during an epoch every this many minutes "
+                                 "(null: only at epoch ends); resuming from it continues exactly")
+        parser.add_argument("--run.checkpoint_every_n_steps", type=Optional[int], default=None,
+                            help="also rewrite checkpoints/last.ckpt every this many search steps")
+        parser.add_argument("--run.finite_check_every", type=int, default=20,
+                            help="stop with a clear error when weights or alphas become NaN/Inf, checked every N "
+                                 "training steps and before every validation and checkpoint")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a --ckpt_path at parse time: refuse a missing or broken file before it does."""
+        if self.config.get("subcommand"):
+            _check_checkpoint_file(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     # ---- run directory --------------------------------------------------------------------------------
     def _section(self) -> Any:
@@ -98,12 +146,41 @@ class NASCLI(LightningCLI):
         root = Path(run.root)
         name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
                             f"{(data_args.get('dataset') if data_args else None) or 'data'}")
-        version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
-        if self.subcommand != "fit":
-            version = f"{version}-{self.subcommand}"
-        self.run_dir = root / name / version
+        resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
+        if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
+            self.run_dir = resumed
+            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to)",
+                  file=sys.stderr)
+        else:
+            version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
+            if self.subcommand != "fit":
+                base, k = f"{version}-{self.subcommand}", 1
+                version = base
+                while (root / name / version).exists():  # a second validate / test of the same run
+                    k += 1
+                    version = f"{base}{k}"
+            self.run_dir = root / name / version
+            first_process = int(os.environ.get("NODE_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
+            if self.subcommand == "fit" and first_process and (self.run_dir / "config.yaml").exists():
+                raise ConfigError(
+                    f"the run directory {self.run_dir} already holds a run (run.version {version!r}); a new run never "
+                    "overwrites it: choose another run.version (or leave it unset for a timestamp), or continue that "
+                    f"run with --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}")
+        if not self.run_dir.exists():
+            CREATED_RUN_DIRS.append(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
+
+    def _resumed_run_dir(self, ckpt_path: Any) -> Optional[Path]:
+        """The run directory a ``fit --ckpt_path`` continues: the checkpoint's own run when it is
+        ``<run>/checkpoints/*.ckpt`` of a lightning_nas run (it has ``config.yaml``), else None (a new run)."""
+        if self.subcommand != "fit" or not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+            return None
+        path = Path(str(ckpt_path))
+        run_dir = path.parent.parent
+        if path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
+            return run_dir
+        return None
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """Every run logs to <run_dir>/metrics.csv (first logger, so ``trainer.log_dir`` is the run directory)
@@ -116,15 +193,31 @@ class NASCLI(LightningCLI):
             user_loggers = []
         elif not isinstance(user_loggers, list):
             user_loggers = [user_loggers]
-        trainer_init["logger"] = [CSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
+        trainer_init["logger"] = [AppendingCSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
+        if self.subcommand == "fit" and trainer_init.get("limit_train_batches") in (0, 0.0):
+            raise ConfigError("trainer.limit_train_batches 0 trains nothing: the genotype would come from the "
+                              "initial weights; set a positive number of batches or a fraction in (0, 1]")
+        max_steps = trainer_init.get("max_steps")
+        if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps > 0:
+            # trainer.max_steps counts search steps; Lightning stops on its global step, which counts optimizer steps
+            trainer_init["max_steps"] = max_steps * getattr(self.model, "optimizer_steps_per_search_step", 1)
         ckpt_dir = str(self.run_dir / "checkpoints")
         callbacks: list[pl.Callback] = []
+        first: list[pl.Callback] = []  # before the config's callbacks: nothing reads diverged values
         if self.subcommand == "fit":  # validate / test only read a checkpoint
+            first.append(FiniteCheck(cfg.run.finite_check_every, ckpt_dir))
             # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
             # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                              enable_version_counter=False))
+            callbacks += self._mid_epoch_checkpoints(cfg.run, ckpt_dir)
+            first.append(GracefulStop(ckpt_dir, f"python -m lightning_nas fit --config {self.run_dir / 'config.yaml'} "
+                                                "--ckpt_path {ckpt}"))
+            plugins = trainer_init.get("plugins") or []
+            plugins = plugins if isinstance(plugins, list) else [plugins]
+            if not any(isinstance(p, CheckpointIO) for p in plugins):  # a kill during a write keeps the old file
+                trainer_init["plugins"] = plugins + [AtomicCheckpointIO()]
             monitor = cfg.run.monitor
             if monitor:
                 callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
@@ -138,8 +231,23 @@ class NASCLI(LightningCLI):
         user_callbacks = trainer_init.get("callbacks") or []
         if not isinstance(user_callbacks, list):
             user_callbacks = [user_callbacks]
-        trainer_init["callbacks"] = user_callbacks + callbacks
+        trainer_init["callbacks"] = first + user_callbacks + callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def _mid_epoch_checkpoints(self, run: Any, ckpt_dir: str) -> list[pl.Callback]:
+        """last.ckpt also every ``run.checkpoint_every_minutes`` / ``run.checkpoint_every_n_steps`` search steps."""
+        minutes, steps = run.checkpoint_every_minutes, run.checkpoint_every_n_steps
+        if minutes is not None and minutes <= 0 or steps is not None and steps < 1:
+            raise ConfigError(f"run.checkpoint_every_minutes must be > 0 and run.checkpoint_every_n_steps >= 1 (or "
+                              f"null to turn them off), got {minutes} and {steps}")
+        last = dict(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        out: list[pl.Callback] = []
+        if minutes:
+            out.append(ModelCheckpoint(train_time_interval=timedelta(minutes=minutes), **last))
+        if steps:  # Lightning counts optimizer steps
+            per = getattr(self.model, "optimizer_steps_per_search_step", 1)
+            out.append(ModelCheckpoint(every_n_train_steps=steps * per, **last))
+        return out
 
     def after_instantiate_classes(self) -> None:
         config_text = self._config_text()
@@ -212,6 +320,56 @@ class _DropTips(logging.Filter):
         return "Tip:" not in msg and not ("stopped:" in msg and "`max_epochs=" in msg)
 
 
+def _check_checkpoint_file(ckpt_path: Any) -> None:
+    """Refuse, before anything is built or written, a --ckpt_path that is missing or not a whole checkpoint."""
+    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(str(ckpt_path))
+    hint = "pass checkpoints/last.ckpt (or a best-*.ckpt) of a lightning_nas run directory"
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path} does not exist: {hint}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            whole = any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        whole = False
+    if not whole:
+        raise CheckpointError(f"--ckpt_path {path} is not a checkpoint, or it is truncated or corrupt (not a complete "
+                              f"PyTorch archive): {hint}")
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # a corrupt member, or objects that are not plain tensors and containers
+        raise CheckpointError(f"--ckpt_path {path} cannot be read as a checkpoint ({type(err).__name__}): {hint}") \
+            from None
+    if not isinstance(ckpt, dict) or "lightning_nas" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path {path} is a PyTorch file but not a lightning_nas checkpoint: {hint}")
+
+
+def _our_error(exc: BaseException) -> Optional[LightningNASError]:
+    """The LightningNASError that caused ``exc`` (itself, or one in its chain of causes), or Lightning's
+    configuration error as one, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LightningNASError):
+            return exc
+        if isinstance(exc, MisconfigurationException):  # Lightning's own clear messages (devices, accelerator, ...)
+            return ConfigError(f"{exc} (a trainer setting; `python -m lightning_nas fit --help` lists them)")
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _remove_empty_run_dirs() -> None:
+    """Remove the run directories this command created if it failed before writing anything but its config."""
+    while CREATED_RUN_DIRS:
+        run_dir = CREATED_RUN_DIRS.pop()
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _NOTHING_WRITTEN:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in (run_dir.parent,):  # the run name's directory too, when it is empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -240,11 +398,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not any(isinstance(f, _DropTips) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(_DropTips())
     previous = os.environ.get(RUN_DIR_ENV)
+    CREATED_RUN_DIRS.clear()
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)
-    except LightningNASError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        err = _our_error(exc)  # jsonargparse wraps errors of the classes it builds in a dump of the config
+        if err is None:
+            raise
+        _remove_empty_run_dirs()
+        print(f"{err.prefix}: {err}", file=sys.stderr)
+        return err.exit_code
     finally:  # the variable only hands the run directory to DDP children of this call
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)

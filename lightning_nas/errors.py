@@ -4,6 +4,9 @@
 class LightningNASError(Exception):
     """Base class: every subclass message names the problem and the fix."""
 
+    prefix = "error"  # how the CLI starts the message
+    exit_code = 2  # what the CLI exits with
+
 
 class ConfigError(LightningNASError, ValueError):
     """A configuration value is invalid."""
@@ -19,3 +22,17 @@ class GenotypeError(LightningNASError, ValueError):
 
 class CheckpointError(LightningNASError):
     """A checkpoint does not belong to this method or search space."""
+
+
+class DivergedError(LightningNASError):
+    """Training produced NaN or Inf weights or architecture parameters."""
+
+
+class Interrupted(LightningNASError):
+    """A run stopped by a signal after saving its state; ``exit_code`` is 128 + the signal number."""
+
+    prefix = "stopped"
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.checkpointing import AtomicCheckpointIO
 from lightning_nas.methods.projection import GradientProjector
 
 
@@ -90,3 +94,46 @@ class IdentityProjector(GradientProjector):
 
     def commit(self) -> None:
         pass
+
+
+class PoisonWeights(Callback):
+    """Sets one weight to NaN after the first training batch of ``epoch``: a divergence at a known point."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 0:
+            with torch.no_grad():
+                next(pl_module.supernet.weight_parameters().__iter__()).view(-1)[0] = float("nan")
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this very process after training batch ``batch`` (counted over the whole run)."""
+
+    def __init__(self, batch: int, signum: int = 15):
+        self.batch, self.signum, self.seen = batch, signum, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        self.seen += 1
+        if self.seen == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+class DyingCheckpointIO(AtomicCheckpointIO):
+    """Killed with SIGKILL halfway through its second checkpoint write."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, checkpoint, path, storage_options=None) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            with open(path, "wb") as f:
+                f.write(b"PK\x03\x04 half a checkpoint")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        super().write(checkpoint, path, storage_options)

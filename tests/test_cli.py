@@ -11,6 +11,7 @@ import yaml
 from cli_utils import TINY1, TINY2, TINY_RETRAIN, alphas, run_in_process, run_subprocess, weights
 from conftest import REPO
 
+from lightning_nas.callbacks.run_artifacts import format_summary
 from lightning_nas.cli import main
 
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
@@ -105,6 +106,35 @@ def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
     assert summary["resumed_from"] == str(mid)
 
 
+@pytest.mark.parametrize("config, optimizer_steps", [(TINY1, 2), (REPO / "experiments" / "tiny" /
+                                                                     "single_path_nb201.yaml", 1)])
+def test_max_steps_counts_search_steps(config, optimizer_steps, tmp_path, capsys):
+    run = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path), "--trainer.max_steps", "3",
+                         "--trainer.max_epochs", "50", "--trainer.callbacks", "[]", capsys=capsys)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["search_steps"] == 3 and summary["global_step"] == 3 * optimizer_steps
+    assert "3 steps" in format_summary(summary)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+    poison = json.dumps([{"class_path": "tests.probes.PoisonWeights", "init_args": {"epoch": 1}}])
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "poisoned"), "--trainer.max_epochs", "3",
+                 "--trainer.callbacks", poison])
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged" in err and "between search step 5 and step 10" in err
+    (last,) = (tmp_path / "poisoned").glob("*/*/checkpoints/last.ckpt")
+    assert f"{last}, was written before and holds finite values" in err and "Traceback" not in err
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+                                      if v.is_floating_point())
+    assert not list(tmp_path.glob("poisoned/*/*/summary.json"))  # no summary of a diverged run
+    # a learning rate of 1e6 overflows within the first epoch, before any checkpoint
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "lr"), "--trainer.max_epochs", "2",
+                 "--model.init_args.weight_optimizer.init_args.lr", "1e6", "--model.init_args.grad_clip", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged" in err and "no checkpoint was written before it" in err
+
+
 def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):
     """Drop path draws from the global RNG: resume must restore it, the LR schedule and the data position."""
     common = ("--config", str(TINY_RETRAIN), "--trainer.max_epochs", "3", "--model.init_args.drop_path_prob", "0.3")
@@ -133,6 +163,7 @@ def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
                           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                           "--trainer.callbacks", probe, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sync_dist" not in proc.stderr  # values identical on every rank are logged without the warning
     rank0 = [json.loads(line) for line in Path(f"{prefix}.rank0.jsonl").read_text().splitlines()]
     rank1 = [json.loads(line) for line in Path(f"{prefix}.rank1.jsonl").read_text().splitlines()]
     assert len(rank0) == len(rank1) > 0
@@ -195,6 +226,26 @@ def test_bad_input_unknown_genotype_op(tmp_path):
     _fails(run_subprocess("describe", "--genotype", text), "sep_conv_11x11")
     _fails(run_subprocess("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path),
                           "--model.init_args.genotype", text), "sep_conv_11x11")
+
+
+@pytest.mark.parametrize("config, args, message", [
+    (TINY1, ["--trainer.accelerator", "gpu"], "No supported gpu backend found"),
+    (TINY1, ["--trainer.max_epochs", "-3"], "max_epochs"),
+    (TINY1, ["--model.init_args.weight_optimizer.init_args.lr", "-1"], "model.weight_optimizer: Invalid learning rate"),
+    (TINY1, ["--model.init_args.warmup_epochs", "5"], "model.warmup_epochs (5) >= trainer.max_epochs (2)"),
+    (TINY1, ["--model.init_args.hvp_epsilon", "-1"], "model.hvp_epsilon must be positive"),
+    (REPO / "experiments" / "tiny" / "rea_nb201.yaml", ["--model.init_args.population_size", "1000"],
+     "is larger than model.budget"),
+    (TINY1, ["--model.init_args.supernet.init_args.layers", "1"], "needs layers >= 3"),
+    (TINY1, ["--data.init_args.image_size", "3"], "data.image_size must be a multiple of 4"),
+    (TINY1, ["--trainer.limit_train_batches", "0"], "limit_train_batches 0 trains nothing"),
+], ids=["gpu-on-cpu", "negative-epochs", "negative-lr", "warmup-past-the-end", "no-config-dump", "rea-population",
+        "one-layer", "image-size-3", "no-training"])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(config, args, message, tmp_path, capsys):
+    code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and "Namespace(" not in err
+    assert not any(p.is_file() for p in (tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else True
 
 
 def test_checkpoint_of_another_method_is_refused(tmp_path, capsys):

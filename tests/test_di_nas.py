@@ -119,7 +119,7 @@ def test_projector_state_is_in_the_module_state_dict():
 @pytest.mark.parametrize("distance", [1, 2])
 def test_a_neighbour_is_at_the_stated_distance(space, distance):
     net = (NB201Supernet(10, 3, channels=4, cells_per_stage=1) if space == "nb201"
-           else DartsSupernet(10, 3, channels=4, layers=2))
+           else DartsSupernet(10, 3, channels=4, layers=3))
     g = torch.Generator().manual_seed(0)
     none = list(net.primitives).index("none") if "none" in net.primitives else None
     for _ in range(50):

@@ -6,11 +6,16 @@ the difference off by O(1) even when the code is right.
 
 from __future__ import annotations
 
+import copy
+from functools import partial
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lightning_nas.methods.darts import DARTS
+from lightning_nas.errors import ConfigError
+from lightning_nas.methods.darts import DARTS, check_unrollable, sgd_unrolled_step
 
 ETA, MOMENTUM, WD = 0.05, 0.9, 3e-4
 
@@ -97,3 +102,85 @@ def test_second_order_differs_from_first_order(tiny_supernet_factory):
 def test_default_scale_is_001_over_norm(tiny_supernet_factory):
     model = DARTS(supernet=tiny_supernet_factory, num_classes=3, in_channels=3, order=2)
     assert model.hvp_epsilon == 0.01
+
+
+# ---- the unroll is the SGD step actually taken, for every SGD setting; other optimizers are refused ----------
+SGD_SETTINGS = {
+    "nesterov": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True),
+    "dampening": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, dampening=0.3),
+    "nesterov_first_step": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True),
+    "plain_sgd": dict(lr=ETA, weight_decay=WD),
+    "two_groups": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True),
+}
+
+
+def _opt(net, name):
+    kwargs = SGD_SETTINGS[name]
+    weights = net.weight_parameters()
+    if name == "two_groups":  # another learning rate and weight decay for half the tensors
+        half = len(weights) // 2
+        return torch.optim.SGD([{"params": weights[:half]}, {"params": weights[half:], "lr": 0.2 * ETA,
+                                                             "weight_decay": 0.0}], **kwargs)
+    return torch.optim.SGD(weights, **kwargs)
+
+
+def _sgd_formula(opt, p, w, g):
+    """torch.optim.SGD's update of one parameter, written differentiably."""
+    group = next(gr for gr in opt.param_groups if any(q is p for q in gr["params"]))
+    mu, damp, wd = group["momentum"], group["dampening"], group["weight_decay"]
+    d = g + wd * w
+    buf = opt.state.get(p, {}).get("momentum_buffer")
+    if mu:
+        buf = d if buf is None else mu * buf + (1 - damp) * d
+        d = d + mu * buf if group["nesterov"] else buf
+    return w - group["lr"] * d
+
+
+@pytest.mark.parametrize("setting", list(SGD_SETTINGS))
+def test_second_order_unrolls_every_sgd_setting_exactly(tiny_supernet_factory, setting):
+    torch.manual_seed(0)
+    model = DARTS(supernet=tiny_supernet_factory, num_classes=3, in_channels=3, order=2, hvp_epsilon=1e-6).double()
+    net = model.supernet
+    opt = _opt(net, setting)
+    g = torch.Generator().manual_seed(1)
+    train, val, warm = [(torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64),
+                         torch.randint(0, 3, (6,), generator=g)) for _ in range(3)]
+    if setting != "nesterov_first_step":  # momentum buffers exist, as in the middle of a search
+        F.cross_entropy(net(warm[0]), warm[1]).backward()
+        opt.step()
+        opt.zero_grad()
+    weights = net.weight_parameters()
+    # the unrolled weights are the real optimizer step on the train batch
+    real = copy.deepcopy(net)
+    real_opt = _opt(real, setting)
+    real_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict shares the buffers
+    F.cross_entropy(real(train[0]), train[1]).backward()
+    real_opt.step()
+    grads = torch.autograd.grad(F.cross_entropy(net(train[0]), train[1]), weights)
+    originals = [p.detach().clone() for p in weights]
+    with torch.no_grad():
+        sgd_unrolled_step(opt, weights, grads)
+    for p, q in zip(weights, real.weight_parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        for p, w0 in zip(weights, originals):
+            p.copy_(w0)
+    # the hypergradient against double backward through that step
+    names = [n for n, _ in net.named_weight_parameters()]
+    w = [p.detach().clone().requires_grad_(True) for p in weights]
+    alphas = [a.detach().clone().requires_grad_(True) for a in net.arch_parameters()]
+    gw = torch.autograd.grad(_loss(net, names, w, alphas, *train), w, create_graph=True)
+    unrolled = [_sgd_formula(opt, p, wi, gi) for p, wi, gi in zip(weights, w, gw)]
+    exact = torch.autograd.grad(_loss(net, names, unrolled, alphas, *val), alphas)
+    got, _ = model.unrolled_gradient(*train, *val, optimizer=opt)
+    assert _rel(got, exact) < 1e-8
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, partial(torch.optim.SGD, lr=0.1, maximize=True)])
+def test_second_order_refuses_an_optimizer_it_cannot_unroll(tiny_supernet_factory, optimizer):
+    model = DARTS(supernet=tiny_supernet_factory, num_classes=3, in_channels=3, order=2, weight_optimizer=optimizer)
+    opt = optimizer(model.supernet.weight_parameters())
+    with pytest.raises(ConfigError, match="order 2"):
+        check_unrollable(opt)
+    first = DARTS(supernet=tiny_supernet_factory, num_classes=3, in_channels=3, order=1, weight_optimizer=optimizer)
+    check_unrollable(torch.optim.SGD(first.supernet.weight_parameters(), lr=0.1))  # first order needs no unroll

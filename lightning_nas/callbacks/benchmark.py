@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.benchmarks.nb201 import DATASETS, canonical_dataset, load_benchmark
 from lightning_nas.errors import ConfigError
+from lightning_nas.methods.common import log_replicated
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
 
 
@@ -45,11 +46,11 @@ class BenchmarkAccuracy(Callback):
         arch: NB201Arch = pl_module.genotype()
         row = self.benchmark.query(arch)
         record = {"epoch": trainer.current_epoch, "index": row["index"], "arch": row["arch"]}
-        pl_module.log("benchmark/arch_index", float(row["index"]))
+        log_replicated(pl_module, "benchmark/arch_index", float(row["index"]))
         for d in self.datasets:
             key = f"{d}_{self.metric}"
             record[key] = row[key]
-            pl_module.log(f"benchmark/{key}", row[key])
+            log_replicated(pl_module, f"benchmark/{key}", row[key])
         self.history.append(record)
 
     def state_dict(self) -> dict[str, Any]:

@@ -32,11 +32,14 @@ from pytorch_lightning.callbacks import Callback
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
+from lightning_nas.methods.common import log_replicated
 from lightning_nas.reproducibility import rng_state, set_rng_state
 from lightning_nas.search_spaces.base import Path as ChildPath
 
 CSV_NAME = "disturbance.csv"
 CSV_FIELDS = ["epoch", "global_step", "child", "genotype", "k", "acc_before", "acc_after", "drop"]
+
+
 
 
 class DisturbanceProbe(Callback):
@@ -134,10 +137,10 @@ class DisturbanceProbe(Callback):
             return
         rows = self.probe(pl_module)
         firsts = [r for r in rows if r["k"] == self.steps[0]]
-        pl_module.log("disturbance/acc_before", sum(r["acc_before"] for r in firsts) / len(firsts))
+        log_replicated(pl_module, "disturbance/acc_before", sum(r["acc_before"] for r in firsts) / len(firsts))
         for k in self.steps:
             drops = [r["drop"] for r in rows if r["k"] == k]
-            pl_module.log(f"disturbance/drop_k{k}", sum(drops) / len(drops))
+            log_replicated(pl_module, f"disturbance/drop_k{k}", sum(drops) / len(drops))
         if trainer.is_global_zero:
             path = Path(trainer.log_dir or trainer.default_root_dir) / CSV_NAME
             new = not path.exists()

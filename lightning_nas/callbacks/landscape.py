@@ -84,5 +84,5 @@ class HessianEigenvalue(Callback):
             return
         eig, iters = self.compute(pl_module)
         self.history.append((trainer.current_epoch, eig))
-        pl_module.log("landscape/hessian_eig", eig)
-        pl_module.log("landscape/power_iterations", float(iters))
+        pl_module.log("landscape/hessian_eig", eig, sync_dist=True)
+        pl_module.log("landscape/power_iterations", float(iters), sync_dist=True)

@@ -82,7 +82,8 @@ class RunArtifacts(Callback):
             "data": dm.describe() if hasattr(dm, "describe") else None,
             "seed": self.seed,
             "epochs": trainer.current_epoch,
-            "global_step": trainer.global_step,
+            "global_step": trainer.global_step,  # optimizer steps (Lightning's count)
+            "search_steps": getattr(pl_module, "search_steps", trainer.global_step),
             "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
             "best_val_acc": self.best_val,
             "genotype": record["text"] if record else None,
@@ -110,8 +111,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     method = str(summary.get("method", "")).rsplit(".", 1)[-1]
     data = (summary.get("data") or {}).get("dataset")
     space = str(summary.get("space")).split("(")[0]
+    steps = summary.get("search_steps", summary.get("global_step"))
     lines = [f"{method} on {space} | data {data} | seed {summary.get('seed')} | "
-             f"{summary.get('subcommand')}: {summary.get('epochs')} epochs, {summary.get('global_step')} steps, "
+             f"{summary.get('subcommand')}: {summary.get('epochs')} epochs, {steps} steps, "
              f"{summary.get('wall_time_s', 0.0):.0f} s"]
     metrics = summary.get("metrics") or {}
     facts = []

@@ -38,4 +38,4 @@ class StepTime(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.times:
-            pl_module.log("perf/step_time_s", sum(self.times) / len(self.times))
+            pl_module.log("perf/step_time_s", sum(self.times) / len(self.times), sync_dist=True)  # rank mean

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import Callback
 from lightning_nas.analysis.ws_variance import CSV_FIELDS, CSV_NAME, kendall_tau, mean_std, top_n_rank
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
+from lightning_nas.methods.common import log_replicated
 from lightning_nas.search_spaces.base import Path as ChildPath
 from lightning_nas.search_spaces.base import Supernet
 
@@ -42,6 +43,8 @@ def _load_genotype(net: Supernet, spec: str) -> Any:
     from lightning_nas.search_spaces.darts.genotype import load_genotype
 
     return load_genotype(spec)
+
+
 
 
 class WeightSharingVariance(Callback):
@@ -171,21 +174,21 @@ class WeightSharingVariance(Callback):
             return
         accs = self.evaluate(pl_module)
         self._write(trainer, pl_module, "epoch", accs)
-        pl_module.log("wsv/panel_acc_mean", sum(accs) / len(accs))
+        log_replicated(pl_module, "wsv/panel_acc_mean", sum(accs) / len(accs))
         if self.previous is not None:
-            pl_module.log("wsv/s_tau", kendall_tau(self.previous, accs))
+            log_replicated(pl_module, "wsv/s_tau", kendall_tau(self.previous, accs))
         if self.truth is not None:
-            pl_module.log("wsv/gt_tau", kendall_tau(accs, self.truth))
+            log_replicated(pl_module, "wsv/gt_tau", kendall_tau(accs, self.truth))
             for n in self.top_n:
-                pl_module.log(f"wsv/t{n}r", float(top_n_rank(accs, self.truth, n)))
+                log_replicated(pl_module, f"wsv/t{n}r", float(top_n_rank(accs, self.truth, n)))
         if self.batch_evals:
             if self.truth is not None:
                 mean, std = mean_std([kendall_tau(a, self.truth) for a in self.batch_evals])
-                pl_module.log("wsv/gt_tau_last_mean", mean)
-                pl_module.log("wsv/gt_tau_last_std", std)
+                log_replicated(pl_module, "wsv/gt_tau_last_mean", mean)
+                log_replicated(pl_module, "wsv/gt_tau_last_std", std)
             if len(self.batch_evals) > 1:
                 mean, _ = mean_std([kendall_tau(a, b) for a, b in zip(self.batch_evals, self.batch_evals[1:])])
-                pl_module.log("wsv/s_tau_consecutive_batches_mean", mean)
+                log_replicated(pl_module, "wsv/s_tau_consecutive_batches_mean", mean)
         self.previous, self.batch_evals = accs, []
 
     # ---- resume --------------------------------------------------------------------------------------

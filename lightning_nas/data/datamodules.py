@@ -37,6 +37,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        if image_size is not None and (image_size < 8 or image_size % 4):
+            raise ConfigError(f"data.image_size must be a multiple of 4 and at least 8, got {image_size}: the search "
+                              "spaces halve the resolution twice with factorized reductions, which need even sizes")
         if cutout_length < 0 or (crop_padding is not None and crop_padding < 0):
             raise ConfigError("data.cutout_length and data.crop_padding must be >= 0")
         self.dataset_name = dataset

@@ -57,6 +57,8 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
 class BilevelSearch(NASModule):
     """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
 
+    optimizer_steps_per_search_step = 2  # the architecture step and the weight step
+
     def __init__(self, supernet: Optional[SupernetFactory] = None, num_classes: int = 10, in_channels: int = 3,
                  weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
                  arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,
@@ -129,6 +131,11 @@ class BilevelSearch(NASModule):
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        epochs = self.trainer.max_epochs
+        if self.warmup_epochs and epochs is not None and epochs > 0 and self.warmup_epochs >= epochs:
+            raise ConfigError(f"model.warmup_epochs ({self.warmup_epochs}) >= trainer.max_epochs ({epochs}): the "
+                              "architecture would never be trained and the genotype would come from the initial "
+                              "random alphas; lower warmup_epochs or raise max_epochs")
         if dist.is_available() and dist.is_initialized():  # alphas are not broadcast by DDP: do it here
             for a in self.supernet.arch_parameters():
                 dist.broadcast(a.data, src=0)
@@ -167,11 +174,11 @@ class BilevelSearch(NASModule):
         self.weight_step(self.optimizers()[0], lambda: self.weight_logits(x_t, y_t), y_t, self.grad_clip)
 
     def on_train_epoch_end(self) -> None:
-        self.log("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
+        self.log_replicated("search/weight_lr", self.weight_lr)  # the LR this epoch trained with
         for cell, weights in self.supernet.mixing_weights().items():
             for e, row in enumerate(weights.detach().cpu()):
                 for op, w in zip(self.supernet.primitives, row.tolist()):
-                    self.log(f"alpha_{cell}/e{e:02d}_{op}", w)
+                    self.log_replicated(f"alpha_{cell}/e{e:02d}_{op}", w)
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.supernet(x)

@@ -36,7 +36,17 @@ def resolve_callable(spec: CallableOrSpec, what: str) -> Callable[..., Any]:
 
 
 def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], what: str) -> torch.optim.Optimizer:
-    return resolve_callable(spec, what)(params)
+    try:
+        return resolve_callable(spec, what)(params)
+    except ValueError as err:  # torch.optim's own checks: "Invalid learning rate: -1.0", ...
+        raise ConfigError(f"{what}: {err} (set a valid value under {what}.init_args)") from None
+
+
+def log_replicated(module: pl.LightningModule, name: str, value: Any, **kwargs: Any) -> None:
+    """Log a value that is identical on every DDP rank (derived from synchronised state: alphas, learning rates,
+    benchmark lookups, evaluations of the same fixed batches with the same weights). It is reduced with ``max``,
+    which leaves it exactly as it is, so Lightning's "use sync_dist=True" warning does not fire."""
+    module.log(name, value, sync_dist=True, reduce_fx="max", **kwargs)
 
 
 class NASModule(pl.LightningModule):
@@ -49,6 +59,14 @@ class NASModule(pl.LightningModule):
 
     #: set by the CLI: {"config": yaml text, "seed": int, "versions": {...}, "git": str | None}
     run_metadata: dict[str, Any]
+    #: Lightning's ``global_step`` counts optimizer steps: how many one search step takes (a bilevel search: 2).
+    #: The CLI makes ``trainer.max_steps`` count search steps with it; ``search_steps`` reports them.
+    optimizer_steps_per_search_step: int = 1
+
+    @property
+    def search_steps(self) -> int:
+        """Training steps (batches) taken, whatever the optimizers per step."""
+        return self.global_step // self.optimizer_steps_per_search_step
 
     def method_id(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
@@ -79,6 +97,9 @@ class NASModule(pl.LightningModule):
                 "resume it with the config it was written with (config.yaml in its run directory)")
         if "rng" in meta:
             set_rng_state(meta["rng"])
+
+    def log_replicated(self, name: str, value: Any, **kwargs: Any) -> None:
+        log_replicated(self, name, value, **kwargs)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)

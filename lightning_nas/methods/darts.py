@@ -1,8 +1,12 @@
 """DARTS bilevel search, first and second order (Liu et al., ICLR 2019, Eq. 6-8; official ``architect.py``).
 
-Second order: the unrolled weights follow the SGD step actually taken,
-``w' = w - eta (momentum * buf + dL_train/dw + wd * w)``; the implicit term uses the finite-difference
-Hessian-vector product around the original ``w`` on the train batch, ``R = hvp_epsilon / ||v||``.
+Second order: the unrolled weights are exactly the ``torch.optim.SGD`` step the weight optimizer would take on the
+train batch (``sgd_unrolled_step``: weight decay, momentum, dampening, nesterov, per parameter group; parameters
+without a gradient are left alone, as SGD does), ``w' = w - lr * (c * dL_train/dw + k)`` with ``c`` and ``k`` from
+the optimizer's state; the implicit term is ``lr * c`` times the finite-difference Hessian-vector product around the
+original ``w`` on the train batch, ``R = hvp_epsilon / ||v||`` (Eq. 8). Other weight optimizers (Adam, ...) and
+SGD with ``maximize`` are refused for order 2: their unroll is not implemented, and approximating it silently would
+give a different hypergradient than the one the config names.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ class DARTS(BilevelSearch):
             raise ConfigError(f"model.hvp_epsilon must be positive, got {hvp_epsilon}")
         self.order, self.hvp_epsilon = order, hvp_epsilon
 
+    def configure_optimizers(self) -> Any:
+        optimizers = super().configure_optimizers()
+        if self.order == 2:
+            check_unrollable(optimizers[0][0])  # before the first step, not in the middle of the search
+        return optimizers
+
     def architecture_gradient(self, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor,
                               y_v: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         if self.order == 1:
@@ -41,37 +51,30 @@ class DARTS(BilevelSearch):
 
     def unrolled_gradient(self, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor, y_v: torch.Tensor,
                           optimizer: Optional[torch.optim.Optimizer] = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """g = dL_val(w', alpha)/dalpha - eta * hvp (Eq. 7-8); the weights are restored afterwards.
-
-        eta, momentum and weight decay are read from ``optimizer`` (default: the weight optimizer).
-        """
+        """g = dL_val(w', alpha)/dalpha - lr c * hvp (Eq. 7-8) with w' the SGD step ``optimizer`` (default: the
+        weight optimizer) would take; the weights are restored afterwards."""
         net = self.supernet
         alphas, weights = net.arch_parameters(), net.weight_parameters()
         opt = optimizer if optimizer is not None else self._weight_opt()
-        group = opt.param_groups[0]
-        eta = float(group["lr"])
-        momentum = float(group.get("momentum", 0.0))
-        wd = float(group.get("weight_decay", 0.0))
         original = [p.detach().clone() for p in weights]
         try:
             g_train = torch.autograd.grad(self._train_loss(x_t, y_t), weights, allow_unused=True)
             with torch.no_grad():
-                for p, g, w0 in zip(weights, g_train, original):
-                    step = wd * w0 if g is None else g + wd * w0
-                    buf = opt.state.get(p, {}).get("momentum_buffer")
-                    if buf is not None and momentum:
-                        step = step + momentum * buf
-                    p.sub_(eta * step)
+                scales = sgd_unrolled_step(opt, weights, g_train)
             loss_val = self.arch_loss(x_v, y_v)
             grads = torch.autograd.grad(loss_val, alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[:len(alphas)])]
             v = [torch.zeros_like(p) if g is None else g for p, g in zip(weights, grads[len(alphas):])]
-            hvp = self.hessian_vector_product(v, original, x_t, y_t)
+            if len(set(scales)) == 1:  # one learning rate and momentum state for all weights (the usual case)
+                hvp = self.hessian_vector_product(v, original, x_t, y_t)
+                implicit = [scales[0] * h for h in hvp]
+            else:  # d w'_p / d g_p differs per parameter: the product with the scaled vector is exact
+                implicit = self.hessian_vector_product([s * vi for s, vi in zip(scales, v)], original, x_t, y_t)
         finally:
             with torch.no_grad():
                 for p, w0 in zip(weights, original):
                     p.copy_(w0)
-        return [da - eta * h for da, h in zip(d_alpha, hvp)], loss_val.detach()
+        return [da - h for da, h in zip(d_alpha, implicit)], loss_val.detach()
 
     def hessian_vector_product(self, v: list[torch.Tensor], w: list[torch.Tensor], x: torch.Tensor,
                                y: torch.Tensor) -> list[torch.Tensor]:
@@ -91,3 +94,45 @@ class DARTS(BilevelSearch):
 
         g_plus, g_minus = grad_at(1.0), grad_at(-1.0)
         return [(gp - gm) / (2 * r) for gp, gm in zip(g_plus, g_minus)]
+
+
+def check_unrollable(opt: torch.optim.Optimizer) -> None:
+    """The second-order step unrolls ``torch.optim.SGD`` exactly; refuse anything else with the fix."""
+    if not isinstance(opt, torch.optim.SGD):
+        raise ConfigError(f"model.order 2 unrolls the weight step of torch.optim.SGD (momentum, dampening, nesterov "
+                          f"and weight decay exactly); the weight optimizer is {type(opt).__name__}, whose unroll is "
+                          "not implemented: use torch.optim.SGD as model.weight_optimizer, or model.order 1")
+    if any(g.get("maximize", False) for g in opt.param_groups):
+        raise ConfigError("model.order 2 cannot unroll SGD with maximize=True: set maximize false")
+
+
+def sgd_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
+                      grads: tuple[Optional[torch.Tensor], ...]) -> list[float]:
+    """Apply to ``params`` (in place) the step ``torch.optim.SGD.step`` would take with ``grads``, leaving the
+    optimizer's state untouched, and return per parameter ``lr * c`` = d w' / d grad (0 for a parameter without a
+    gradient, which SGD skips). With d = g + wd w: no momentum: d (c = 1); first step (no buffer): buf = d,
+    nesterov d + mu buf (c = 1 + mu) else buf (c = 1); later: buf = mu buf + (1 - dampening) d, nesterov
+    d + mu buf (c = 1 + mu (1 - dampening)) else buf (c = 1 - dampening)."""
+    check_unrollable(opt)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    scales = []
+    for p, g in zip(params, grads):
+        if g is None:
+            scales.append(0.0)
+            continue
+        group = group_of[id(p)]
+        lr, mu = float(group["lr"]), float(group.get("momentum", 0.0))
+        damp, nesterov, wd = float(group.get("dampening", 0.0)), bool(group.get("nesterov", False)), \
+            float(group.get("weight_decay", 0.0))
+        d = g + wd * p if wd else g
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if mu == 0:
+            step, c = d, 1.0
+        elif buf is None:
+            step, c = (d + mu * d, 1.0 + mu) if nesterov else (d, 1.0)
+        else:
+            new_buf = mu * buf + (1.0 - damp) * d
+            step, c = (d + mu * new_buf, 1.0 + mu * (1.0 - damp)) if nesterov else (new_buf, 1.0 - damp)
+        p.sub_(lr * step)
+        scales.append(lr * c)
+    return scales

@@ -155,9 +155,9 @@ class DiscreteSearch(NASModule):
 
     def on_train_epoch_end(self) -> None:
         best = self.incumbent()
-        self.log("search/evaluated", float(len(self.history)))
+        self.log_replicated("search/evaluated", float(len(self.history)))
         if best is not None:
-            self.log("search/best_fitness", best["fitness"])
+            self.log_replicated("search/best_fitness", best["fitness"])
 
     def summary_extras(self) -> dict[str, Any]:
         best = self.incumbent()
@@ -241,6 +241,10 @@ class REA(DiscreteSearch):
 
     def __init__(self, *args: Any, population_size: int = 10, sample_size: int = 3, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if population_size > self.budget:
+            raise ConfigError(f"model.population_size ({population_size}) is larger than model.budget "
+                              f"({self.budget}): evolution would never start (the first population_size "
+                              "evaluations are random); raise the budget or lower the population")
         self.strategy = RegularizedEvolution(population_size, sample_size)
 
 

@@ -75,7 +75,7 @@ class MiLeNAS(DARTS):
             return
         g = self.genotype()
         size = model_size(g)
-        self.log("milenas/conv_ops", float(size))
+        self.log_replicated("milenas/conv_ops", float(size))
         if self.track_model_size and self.val_acc.update_called:
             acc = float(self.val_acc.compute())  # this epoch's value (callback_metrics still holds the last one)
             best = self.best_by_size.get(size)

@@ -80,7 +80,7 @@ class Retrain(NASModule):
         if logits_aux is not None and self.auxiliary_weight > 0:
             loss = loss + self.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=self.label_smoothing)
         self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

@@ -96,7 +96,7 @@ class SDARTS(BilevelSearch):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        self.log("sdarts/epsilon", self.epsilon())
+        self.log_replicated("sdarts/epsilon", self.epsilon())
         if self.perturbation == "adversarial":
-            self.log("sdarts/attack_fallbacks", float(self.attack_fallbacks))
+            self.log("sdarts/attack_fallbacks", float(self.attack_fallbacks), sync_dist=True, reduce_fx="sum")
             self.attack_fallbacks = 0

@@ -284,10 +284,10 @@ class SinglePathSearch(NASModule):
 
     def on_train_start(self) -> None:
         if self.projector is not None:
-            self.log("search/projector_mb", self.projector.state_bytes() / 2**20, rank_zero_only=True)
+            self.log_replicated("search/projector_mb", self.projector.state_bytes() / 2**20)
 
     def on_train_epoch_end(self) -> None:
-        self.log("search/weight_lr", float(self.optimizers().param_groups[0]["lr"]))
+        self.log_replicated("search/weight_lr", float(self.optimizers().param_groups[0]["lr"]))
 
     # ---- ranking -----------------------------------------------------------------------------------
     def _probe_batches(self) -> tuple[list, list]:

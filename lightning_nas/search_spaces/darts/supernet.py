@@ -109,6 +109,9 @@ class DartsSupernet(Supernet):
         ``supernet(num_classes, in_channels)`` with the datamodule's values. DARTS: C=16, 8 layers."""
         super().__init__()
         primitives = check_primitives(primitives, PRIMITIVES)
+        if layers < 3:
+            raise ConfigError(f"the DARTS supernet needs layers >= 3, got {layers}: reduction cells sit at layers // 3 "
+                              "and 2 * layers // 3, so fewer layers leave no normal cell (and alpha_normal untrained)")
         if layers < 1 or channels < 1 or steps < 1 or not 1 <= multiplier <= steps:
             raise ConfigError(f"invalid supernet shape layers={layers}, channels={channels}, steps={steps}, "
                               f"multiplier={multiplier}; need positive values and 1 <= multiplier <= steps")

@@ -1,0 +1,112 @@
+"""Losing at most a step: SIGTERM / SIGUSR1 / SIGINT save last.ckpt at the next step and exit 128 + signal with
+the resume command; the resumed run equals the uninterrupted one; a kill -9 during a checkpoint write leaves the
+previous checkpoint loadable; mid-epoch checkpoints every N steps."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+from cli_utils import TINY1, TINY_RETRAIN, run_in_process, run_subprocess, weights
+from conftest import REPO
+
+from lightning_nas.cli import main
+
+TINY_RS = REPO / "experiments" / "tiny" / "random_search_nb201.yaml"
+
+
+def _same_run(a, b) -> None:
+    wa, wb = weights(a / "checkpoints" / "last.ckpt"), weights(b / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    if (a / "genotype.json").exists():
+        assert json.loads((a / "genotype.json").read_text()) == json.loads((b / "genotype.json").read_text())
+
+
+@pytest.mark.parametrize("config, batch, signum", [(TINY1, 7, signal.SIGUSR1), (TINY_RS, 25, signal.SIGINT),
+                                                   (TINY_RETRAIN, 2, signal.SIGTERM)],
+                         ids=["darts-sigusr1", "random_search-sigint", "retrain-sigterm"])
+def test_a_signal_saves_the_step_and_the_resumed_run_equals_the_uninterrupted_one(config, batch, signum, tmp_path,
+                                                                                   capsys):
+    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), capsys=capsys)
+    probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": batch, "signum": int(signum)}}])
+    code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks", probe])
+    err = capsys.readouterr().err
+    name = signal.Signals(signum).name
+    # the signal arrives after the step boundary of batch `batch` was handled: the run stops at the next one
+    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch + 1}" in err
+    (ckpt,) = (tmp_path / "cut").glob("*/*/checkpoints/last.ckpt")
+    assert f"--ckpt_path {ckpt}" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"),
+                             "--ckpt_path", str(ckpt), capsys=capsys)
+    _same_run(full, resumed)
+
+
+def test_sigterm_to_a_subprocess_exits_143_with_a_checkpoint(tmp_path):
+    probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": 3}}])
+    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.callbacks", probe)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # next boundary: 4 steps x 2 optimizer steps
+    assert "Resume it with: python -m lightning_nas fit --config" in proc.stderr
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.plugins",
+                          "tests.probes.DyingCheckpointIO", "--run.checkpoint_every_n_steps", "2",
+                          "--run.monitor", "null")
+    assert proc.returncode == -signal.SIGKILL
+    (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    # the first write: the mid-epoch checkpoint after 2 search steps (4 optimizer steps)
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    assert ckpt.with_name("last.ckpt.tmp").read_bytes().startswith(b"PK\x03\x04 half")  # the killed write
+
+
+def test_mid_epoch_checkpoint_options_are_checked(tmp_path, capsys):
+    for option, value in (("--run.checkpoint_every_n_steps", "0"), ("--run.checkpoint_every_minutes", "-1")):
+        code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), option, value])
+        assert code == 2 and option[2:] in capsys.readouterr().err
+
+
+def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path, capsys):
+    first = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1",
+                           "--trainer.max_epochs", "1", capsys=capsys)
+    metrics_before = (first / "metrics.csv").read_text()
+    # the same run.version again: refused, nothing of the first run touched
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a run" in err and f"--ckpt_path {first / 'checkpoints' / 'last.ckpt'}" in err
+    assert (first / "metrics.csv").read_text() == metrics_before
+    # resuming from its checkpoint continues in its directory, appending to its logs
+    resumed = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "elsewhere"),
+                             "--trainer.max_epochs", "2", "--ckpt_path", str(first / "checkpoints" / "last.ckpt"),
+                             capsys=capsys)
+    assert resumed == first and not (tmp_path / "elsewhere").exists()
+    metrics = (first / "metrics.csv").read_text()
+    assert metrics.startswith(metrics_before.splitlines()[0]) and len(metrics) > len(metrics_before)
+    epochs = [json.loads(line)["epoch"] for line in (first / "genotypes.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1]
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
+    # a command that fails before writing anything leaves no directory behind
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "failed"),
+                 "--model.init_args.hvp_epsilon", "-1"])
+    assert code == 2 and "hvp_epsilon" in capsys.readouterr().err
+    assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").rglob("*"))
+
+
+def test_a_bad_checkpoint_path_is_refused_before_anything_is_written(tmp_path, capsys):
+    good = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "good"),
+                          "--trainer.max_epochs", "1", capsys=capsys) / "checkpoints" / "last.ckpt"
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    (tmp_path / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save({"weights": torch.ones(3)}, tmp_path / "plain.ckpt")
+    for name, message in (("missing.ckpt", "does not exist"), ("text.ckpt", "truncated or corrupt"),
+                          ("truncated.ckpt", "truncated or corrupt"), ("plain.ckpt", "not a lightning_nas checkpoint")):
+        code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "runs"),
+                     "--ckpt_path", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "weights_only" not in err and "Traceback" not in err, name
+    assert not (tmp_path / "runs").exists()
