@@ -212,8 +212,9 @@ class NASCLI(LightningCLI):
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                              enable_version_counter=False))
             callbacks += self._mid_epoch_checkpoints(cfg.run, ckpt_dir)
-            first.append(GracefulStop(ckpt_dir, f"python -m lightning_nas fit --config {self.run_dir / 'config.yaml'} "
-                                                "--ckpt_path {ckpt}"))
+            # after the config's callbacks: they see the step the run stops at
+            callbacks.append(GracefulStop(ckpt_dir, f"python -m lightning_nas fit --config "
+                                                    f"{self.run_dir / 'config.yaml'} --ckpt_path {{ckpt}}"))
             plugins = trainer_init.get("plugins") or []
             plugins = plugins if isinstance(plugins, list) else [plugins]
             if not any(isinstance(p, CheckpointIO) for p in plugins):  # a kill during a write keeps the old file

@@ -170,7 +170,8 @@ def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
     for r0, r1 in zip(rank0, rank1):
         assert r0 == r1
     assert rank0[0]["alphas"] != rank0[-1]["alphas"]  # the alphas did move
-    # one explicit all-reduce per step (the alpha gradient); DDP's reducer leaves the alphas alone
+    # one explicit all-reduce per training step (the alpha gradient); DDP's reducer leaves the alphas alone (the
+    # ranks' agreement on a stop signal, one boolean all-reduce, comes after the step's callbacks)
     assert {r["all_reduce_calls"] for r in rank0 + rank1} == {1}
     ignored = json.loads(Path(f"{prefix}.ddp.json").read_text())["ignored"]
     expected = ["supernet.alpha"] if "nb201" in config.stem else ["supernet.alpha_normal", "supernet.alpha_reduce"]

@@ -34,8 +34,8 @@ def test_a_signal_saves_the_step_and_the_resumed_run_equals_the_uninterrupted_on
     code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks", probe])
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
-    # the signal arrives after the step boundary of batch `batch` was handled: the run stops at the next one
-    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch + 1}" in err
+    # the probe signals at the end of batch `batch`, before the stop check of that step boundary
+    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch}" in err
     (ckpt,) = (tmp_path / "cut").glob("*/*/checkpoints/last.ckpt")
     assert f"--ckpt_path {ckpt}" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -49,7 +49,7 @@ def test_sigterm_to_a_subprocess_exits_143_with_a_checkpoint(tmp_path):
     proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.callbacks", probe)
     assert proc.returncode == 143, proc.stderr[-2000:]
     (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # next boundary: 4 steps x 2 optimizer steps
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 6  # 3 search steps x 2 optimizer steps
     assert "Resume it with: python -m lightning_nas fit --config" in proc.stderr
 
 
