@@ -4,7 +4,8 @@ The text form is the benchmark's arch string, nodes separated by ``+``, each inp
 ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``.
 Edges are ordered (1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2), the order of the string and of the
 benchmark's (and the supernet's) alpha rows. The architecture index is the benchmark's row order, looked up in
-the shipped table (:mod:`lightning_nas.benchmarks.nb201`).
+the shipped table (:mod:`lightning_nas.search_spaces.nb201.index`; the accuracies are in
+:mod:`lightning_nas.benchmarks.nb201`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from lightning_nas.errors import GenotypeError
+from lightning_nas.search_spaces.nb201.index import arch_index, arch_string
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES
 
 NUM_NODES = 4
@@ -85,15 +87,11 @@ class NB201Arch:
     @property
     def index(self) -> int:
         """The benchmark's architecture index."""
-        from lightning_nas.benchmarks.nb201 import default_benchmark
-
-        return default_benchmark().index(self)
+        return arch_index(self.to_string())
 
     @classmethod
     def from_index(cls, index: int) -> NB201Arch:
-        from lightning_nas.benchmarks.nb201 import default_benchmark
-
-        return default_benchmark().arch(index)
+        return cls.from_string(arch_string(index))
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": "nb201", "arch": self.to_string(), "index": self.index, "ops": list(self.ops)}
