@@ -249,6 +249,15 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(config, args, message, t
     assert not any(p.is_file() for p in (tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else True
 
 
+def test_ddp_on_a_discrete_search_is_refused_cleanly(tmp_path):
+    proc = run_subprocess("fit", "--config", str(REPO / "experiments" / "tiny" / "random_search_nb201.yaml"),
+                          "--run.root", str(tmp_path), "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                          "--trainer.accelerator", "cpu")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "run in one process" in proc.stderr and "terminate called" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_checkpoint_of_another_method_is_refused(tmp_path, capsys):
     retrain = run_in_process("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path), capsys=capsys)
     ckpt = retrain / "checkpoints" / "last.ckpt"
