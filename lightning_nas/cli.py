@@ -21,7 +21,7 @@ import warnings
 import zipfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -77,6 +77,49 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
+_JSONARGPARSE_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:",
+                       "- Expected a <class 'NoneType'>", "Given value type:")
+
+
+def _drop_namespaces(text: str) -> str:
+    """Remove ``Namespace(...)`` dumps (balanced parentheses) and the "Got value:" that introduces them."""
+    while (start := text.find("Namespace(")) >= 0:
+        depth, end = 0, start + len("Namespace")
+        for end in range(start + len("Namespace"), len(text)):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        head = text[:start].removesuffix("Got value: ").rstrip(". ")
+        text = head + text[end + 1:]
+    return text
+
+
+def condense_parser_error(message: str) -> str:
+    """jsonargparse's error without the Union bookkeeping and config dumps: the key and the reasons, one line."""
+    kept = []
+    for line in (raw.strip() for raw in message.splitlines()):
+        dump = line.startswith("Given value:") and ("Namespace(" in line or "NestedArg(" in line or len(line) > 120)
+        if line and not dump and not line.startswith(_JSONARGPARSE_NOISE):
+            kept.append(line.lstrip("- "))
+    text = _drop_namespaces(" ".join(kept)).replace("Does not validate against any of the Union subtypes ", "")
+    if text.startswith("Unexpected config"):
+        text = "a --config file is empty or not a mapping of options"
+    if text.startswith("Problems parsing config"):
+        text = "a --config file is not valid YAML (" + text.removeprefix("Problems parsing config").lstrip(": ") + ")"
+    return text
+
+
+class NASArgumentParser(LightningArgumentParser):
+    """Bad options and values end with one line (the key and the reason) and exit code 2, not a usage dump."""
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"error: {condense_parser_error(message)} (`python -m lightning_nas fit --help` lists "
+                         "the options)\n")
+        self.exit(2)
+
+
 class NASCLI(LightningCLI):
     def __init__(self, **kwargs: Any):
         self.run_dir: Optional[Path] = None
@@ -87,6 +130,7 @@ class NASCLI(LightningCLI):
             "cell shape (see `python -m lightning_nas describe --help`); `ws-variance RUN_DIR...` compares the "
             "weight-sharing rankings of runs.")})
         super().__init__(
+            parser_class=NASArgumentParser,
             model_class=NASModule, subclass_mode_model=True,
             datamodule_class=InMemoryDataModule, subclass_mode_data=True,
             seed_everything_default=2, auto_configure_optimizers=False,
@@ -168,7 +212,11 @@ class NASCLI(LightningCLI):
                     f"run with --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}")
         if not self.run_dir.exists():
             CREATED_RUN_DIRS.append(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the run directory {self.run_dir} ({err.strerror}): set --run.root to a "
+                              "writable folder") from None
         os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
 
     def _resumed_run_dir(self, ckpt_path: Any) -> Optional[Path]:
@@ -338,7 +386,7 @@ def _check_checkpoint_file(ckpt_path: Any) -> None:
         raise CheckpointError(f"--ckpt_path {path} is not a checkpoint, or it is truncated or corrupt (not a complete "
                               f"PyTorch archive): {hint}")
     try:
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        ckpt = torch.load(path, weights_only=True, map_location="cpu", mmap=True)  # tensors are not read
     except Exception as err:  # a corrupt member, or objects that are not plain tensors and containers
         raise CheckpointError(f"--ckpt_path {path} cannot be read as a checkpoint ({type(err).__name__}): {hint}") \
             from None
@@ -366,9 +414,8 @@ def _remove_empty_run_dirs() -> None:
         run_dir = CREATED_RUN_DIRS.pop()
         if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _NOTHING_WRITTEN:
             shutil.rmtree(run_dir, ignore_errors=True)
-            for parent in (run_dir.parent,):  # the run name's directory too, when it is empty
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
+            with contextlib.suppress(OSError):  # the run name's directory too, when it is empty
+                run_dir.parent.rmdir()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -368,7 +368,8 @@ class SinglePathSearch(NASModule):
         return self.supernet_for(self._eval_path)(x, path=self._eval_path)
 
     def summary_extras(self) -> dict[str, Any]:
-        ranking = sorted(self.ranking, key=lambda r: (-r["score"], r["candidate"]))
+        # rankings stored by older versions have no score: it was the accuracy
+        ranking = sorted(self.ranking, key=lambda r: (-r.get("score", r["acc"]), r["candidate"]))
         extras = {"groups": self.groups, "ranked_at_step": self.ranked_step, "scoring": self.scoring(),
                   "top_candidates": ranking[:10], "ranking": self.ranking}
         if self.projector is not None:

@@ -1,0 +1,152 @@
+"""The bad-input sweep (issue: refuse every bad input cleanly): each case is a `fit` command line that must end
+with exit code 2, one message naming the problem (the expected text), no traceback and no config dump.
+
+``python tests/bad_input_cases.py`` prints the table of cases and the first line of each message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "experiments" / "tiny" / "darts_first_order.yaml")
+TINY_NB201 = str(REPO / "experiments" / "tiny" / "darts_nb201.yaml")
+TINY_SP = str(REPO / "experiments" / "tiny" / "single_path_nb201.yaml")
+TINY_REA = str(REPO / "experiments" / "tiny" / "rea_nb201.yaml")
+TINY_RETRAIN = str(REPO / "experiments" / "tiny" / "retrain.yaml")
+M, D, T = "--model.init_args.", "--data.init_args.", "--trainer."
+UNKNOWN_OP = ("Genotype(normal=[('conv_9x9', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+              "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+              "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+              "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
+              "('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+
+
+def prepare(tmp: Path) -> None:
+    """The files the cases name (``{tmp}`` in their arguments)."""
+    (tmp / "bad.yaml").write_text("trainer:\n  max_epochs: [1\n")
+    (tmp / "empty.yaml").write_text("")
+    (tmp / "bad.tar.gz").write_bytes(b"not an archive")
+    (tmp / "text.ckpt").write_text("not a checkpoint")
+    (tmp / "empty_folder").mkdir(exist_ok=True)
+    (tmp / "a_file").write_text("")
+
+
+def _cases() -> list[tuple[str, list[str], str]]:
+    tmp = Path("{tmp}")
+    c = ["--config", TINY]
+    return [
+        ("unknown key", [*c, f"{M}learning_rate", "0.1"], "learning_rate"),
+        ("wrong type", [*c, f"{T}max_epochs", "many"], "max_epochs"),
+        ("YAML syntax error", ["--config", str(tmp / "bad.yaml")], "not valid YAML"),
+        ("empty config", ["--config", str(tmp / "empty.yaml")], "empty"),
+        ("missing config file", ["--config", str(tmp / "nope.yaml")], "nope.yaml"),
+        ("unknown method class", [*c, "--model.class_path", "lightning_nas.methods.Nope"], "Nope"),
+        ("unknown dataset", [*c, f"{D}dataset", "cifar11"], "cifar11"),
+        ("missing image folder", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "missing")],
+         "missing"),
+        ("empty image folder", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "empty_folder")],
+         "empty_folder"),
+        ("corrupt archive", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "bad.tar.gz")],
+         "bad.tar.gz"),
+        ("negative weight lr", [*c, f"{M}weight_optimizer.init_args.lr", "-1"], "Invalid learning rate"),
+        ("negative arch lr", [*c, f"{M}arch_optimizer.init_args.lr", "-1"], "Invalid learning rate"),
+        ("weight lr 1e6 (diverges)", [*c, f"{M}weight_optimizer.init_args.lr", "1e6", f"{M}grad_clip", "0"],
+         "training diverged"),
+        ("batch size 0", [*c, f"{D}batch_size", "0"], "data.batch_size"),
+        ("batch size -1", [*c, f"{D}batch_size", "-1"], "data.batch_size"),
+        ("eval batch size 0", [*c, f"{D}eval_batch_size", "0"], "data.eval_batch_size"),
+        ("channels 0", [*c, f"{M}supernet.init_args.channels", "0"], "channels=0"),
+        ("channels -1", [*c, f"{M}supernet.init_args.channels", "-1"], "channels=-1"),
+        ("layers 0", [*c, f"{M}supernet.init_args.layers", "0"], "layers >= 3"),
+        ("one layer", [*c, f"{M}supernet.init_args.layers", "1"], "layers >= 3"),
+        ("train_portion 0", [*c, f"{D}train_portion", "0"], "train_portion"),
+        ("train_portion 1.5", [*c, f"{D}train_portion", "1.5"], "train_portion"),
+        ("image_size 3", [*c, f"{D}image_size", "3"], "data.image_size"),
+        ("image_size 0", [*c, f"{D}image_size", "0"], "data.image_size"),
+        ("max_train_samples 0", [*c, f"{D}max_train_samples", "0"], "max_train_samples"),
+        ("negative max_epochs", [*c, f"{T}max_epochs", "-3"], "max_epochs"),
+        ("negative grad_clip", [*c, f"{M}grad_clip", "-1"], "grad_clip"),
+        ("negative hvp_epsilon", [*c, f"{M}hvp_epsilon", "-1"], "hvp_epsilon"),
+        ("order 3", [*c, f"{M}order", "3"], "order"),
+        ("warmup past the end", [*c, f"{M}warmup_epochs", "5"], "warmup_epochs"),
+        ("unknown primitive", [*c, f"{M}supernet.init_args.primitives", "[none, conv_9x9]"], "conv_9x9"),
+        ("Adam with order 2", [*c, f"{M}order", "2", f"{M}weight_optimizer", "torch.optim.Adam"], "order 2"),
+        ("unknown retrain genotype op", ["--config", TINY_RETRAIN, f"{M}genotype", UNKNOWN_OP], "conv_9x9"),
+        ("missing --ckpt_path", [*c, "--ckpt_path", str(tmp / "missing.ckpt")], "does not exist"),
+        ("text as --ckpt_path", [*c, "--ckpt_path", str(tmp / "text.ckpt")], "truncated or corrupt"),
+        ("unwritable run root", [*c, "--run.root", str(tmp / "a_file" / "runs")], "a_file"),
+        ("gpu on a CPU host", [*c, f"{T}accelerator", "gpu"], "gpu"),
+        ("limit_train_batches 0", [*c, f"{T}limit_train_batches", "0"], "limit_train_batches"),
+        ("checkpoint_every_n_steps 0", [*c, "--run.checkpoint_every_n_steps", "0"], "checkpoint_every_n_steps"),
+        ("finite_check_every 0", [*c, "--run.finite_check_every", "0"], "finite_check_every"),
+        ("REA population > budget", ["--config", TINY_REA, f"{M}population_size", "1000"], "budget"),
+        ("single path: 0 candidates", ["--config", TINY_SP, f"{M}candidates", "0"], "candidates"),
+        ("single path: unknown bn_mode", ["--config", TINY_SP, f"{M}bn_mode", "frozen"], "bn_mode"),
+        ("NA-RS: negative neighbours", ["--config", TINY_SP, f"{M}neighbours", "-1"], "neighbours"),
+        ("DI-NAS: projector not a projector", ["--config", TINY_SP, f"{M}projector", "torch.nn.Identity"],
+         "GradientProjector"),
+        ("benchmark callback on the DARTS space", [*c, f"{T}callbacks",
+                                                   "[{class_path: lightning_nas.callbacks.BenchmarkAccuracy}]"],
+         "NAS-Bench-201"),
+        ("unknown benchmark dataset", ["--config", TINY_NB201, f"{T}callbacks", "[{class_path: lightning_nas."
+                                       "callbacks.BenchmarkAccuracy, init_args: {datasets: [imagenet]}}]"],
+         "imagenet"),
+        ("disturbance probe on a bilevel method", [*c, f"{T}callbacks",
+                                                   "[{class_path: lightning_nas.callbacks.DisturbanceProbe}]"],
+         "SinglePathSearch"),
+        ("unknown run.monitor", [*c, "--run.monitor", "val/accuracy", f"{T}max_epochs", "1"], "val/accuracy"),
+    ]
+
+
+#: (name, arguments after `fit` with ``{tmp}`` for the prepared folder, text the message must contain)
+CASES = _cases()
+#: cases that ran before failing: their run directory (logs, the last checkpoint) is kept on purpose
+RAN = ("weight lr 1e6 (diverges)", "unknown run.monitor")
+
+
+def resolve(args: list[str], tmp: Path) -> list[str]:
+    return [a.replace("{tmp}", str(tmp)) for a in args]
+
+
+def run(args: list[str], root: Path) -> tuple[int, str]:
+    """``python -m lightning_nas fit ARGS --run.root ROOT`` in this process: (exit code, stderr)."""
+    from lightning_nas.cli import main
+
+    if "--run.root" not in args:
+        args = [*args, "--run.root", str(root)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(["fit", *args])
+        except SystemExit as exc:  # jsonargparse's own errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # noqa: BLE001 - a traceback is exactly what the sweep reports
+            import traceback
+
+            traceback.print_exc(file=err)
+            code = 1
+    return code, err.getvalue()
+
+
+def first_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(("error", "stopped", "usage"))
+             or "Traceback" in line]
+    line = next((x for x in lines if not x.startswith("usage")), lines[0] if lines else "")
+    return line[:400]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        prepare(tmp)
+        print("| bad input | exit | message (first line) |\n| --- | --- | --- |")
+        for name, args, _ in CASES:
+            code, stderr = run(resolve(args, tmp), tmp / "runs")
+            print(f"| {name} | {code} | {first_line(stderr).replace('|', '/')} |", flush=True)
