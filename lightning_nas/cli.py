@@ -193,7 +193,14 @@ class NASCLI(LightningCLI):
         resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
         if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
             self.run_dir = resumed
-            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to)",
+            kept = ""
+            if (resumed / "summary.json").is_file():  # the earlier part's summary is kept under another name
+                k = 1
+                while (resumed / f"summary.before-resume-{k}.json").exists():
+                    k += 1
+                (resumed / "summary.json").rename(resumed / f"summary.before-resume-{k}.json")
+                kept = f"; its summary.json is now summary.before-resume-{k}.json"
+            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to{kept})",
                   file=sys.stderr)
         else:
             version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
@@ -243,6 +250,11 @@ class NASCLI(LightningCLI):
             user_loggers = [user_loggers]
         trainer_init["logger"] = [AppendingCSVLogger(save_dir=str(self.run_dir), name="", version="")] + user_loggers
         trainer_init["default_root_dir"] = str(self.run_dir)
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            # the config parser turns every number into a float, and Lightning reads 1.0 as "100 %": an explicit 1
+            # means one batch here, like every other whole number (leave the option unset for all batches)
+            if trainer_init.get(key) == 1:
+                trainer_init[key] = 1
         if self.subcommand == "fit" and trainer_init.get("limit_train_batches") in (0, 0.0):
             raise ConfigError("trainer.limit_train_batches 0 trains nothing: the genotype would come from the "
                               "initial weights; set a positive number of batches or a fraction in (0, 1]")

@@ -33,6 +33,12 @@ def prepare(tmp: Path) -> None:
     (tmp / "text.ckpt").write_text("not a checkpoint")
     (tmp / "empty_folder").mkdir(exist_ok=True)
     (tmp / "a_file").write_text("")
+    from PIL import Image
+
+    for split in ("train", "test"):  # one class only
+        (tmp / "one_class" / split / "cat").mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp / "one_class" / split / "cat" / f"{i}.png")
 
 
 def _cases() -> list[tuple[str, list[str], str]]:
@@ -50,6 +56,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
          "missing"),
         ("empty image folder", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "empty_folder")],
          "empty_folder"),
+        ("single-class image folder", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "one_class")],
+         "at least two classes"),
         ("corrupt archive", [*c, f"{D}dataset", "image_folder", f"{D}data_dir", str(tmp / "bad.tar.gz")],
          "bad.tar.gz"),
         ("negative weight lr", [*c, f"{M}weight_optimizer.init_args.lr", "-1"], "Invalid learning rate"),

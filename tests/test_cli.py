@@ -135,6 +135,12 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path,
     assert code == 2 and "training diverged" in err and "no checkpoint was written before it" in err
 
 
+def test_limit_train_batches_1_is_one_batch(tmp_path, capsys):
+    run = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.max_epochs", "2",
+                         "--trainer.limit_train_batches", "1", "--trainer.callbacks", "[]", capsys=capsys)
+    assert json.loads((run / "summary.json").read_text())["search_steps"] == 2  # one per epoch, not all 5
+
+
 def test_retrain_resume_equals_uninterrupted(tmp_path, capsys):
     """Drop path draws from the global RNG: resume must restore it, the LR schedule and the data position."""
     common = ("--config", str(TINY_RETRAIN), "--trainer.max_epochs", "3", "--model.init_args.drop_path_prob", "0.3")

@@ -74,6 +74,7 @@ def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path
     first = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1",
                            "--trainer.max_epochs", "1", capsys=capsys)
     metrics_before = (first / "metrics.csv").read_text()
+    summary_before = (first / "summary.json").read_text()
     # the same run.version again: refused, nothing of the first run touched
     code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1"])
     err = capsys.readouterr().err
@@ -90,6 +91,7 @@ def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path
     assert epochs == [0, 1]
     summary = json.loads((first / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
+    assert (first / "summary.before-resume-1.json").read_text() == summary_before  # the first part's, kept
     # a command that fails before writing anything leaves no directory behind
     code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "failed"),
                  "--model.init_args.hvp_epsilon", "-1"])

@@ -225,6 +225,9 @@ def _decode_image_folder(root: Path) -> dict[str, object]:
                         f"found {sum(len(v) for v in per_split['train'].values())} train and "
                         f"{sum(len(v) for v in per_split['test'].values())} test images")
     classes = sorted(per_split["train"])
+    if len(classes) < 2:
+        raise DataError(f"{root}/train has {len(classes)} class folder ({classes}): classification needs at least two "
+                        "classes, one folder per class (train/<class>/<image>)")
     if set(per_split["test"]) - set(classes):
         raise DataError(f"{root}: test classes {sorted(set(per_split['test']) - set(classes))} are not in train/")
     out: dict[str, object] = {"classes": classes}
