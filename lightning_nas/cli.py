@@ -193,15 +193,8 @@ class NASCLI(LightningCLI):
         resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
         if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
             self.run_dir = resumed
-            kept = ""
-            if (resumed / "summary.json").is_file():  # the earlier part's summary is kept under another name
-                k = 1
-                while (resumed / f"summary.before-resume-{k}.json").exists():
-                    k += 1
-                (resumed / "summary.json").rename(resumed / f"summary.before-resume-{k}.json")
-                kept = f"; its summary.json is now summary.before-resume-{k}.json"
-            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to{kept})",
-                  file=sys.stderr)
+            print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to, an "
+                  "earlier summary.json is kept as summary.before-resume-N.json)", file=sys.stderr)
         else:
             version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
             if self.subcommand != "fit":

@@ -96,7 +96,13 @@ class RunArtifacts(Callback):
             summary["num_parameters"] = pl_module.num_parameters
         if hasattr(pl_module, "summary_extras"):
             summary.update(pl_module.summary_extras())
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        path = self.run_dir / "summary.json"
+        if self.resumed_from and path.is_file():  # a run continued in its directory keeps the earlier summary
+            k = 1
+            while (self.run_dir / f"summary.before-resume-{k}.json").exists():
+                k += 1
+            path.rename(self.run_dir / f"summary.before-resume-{k}.json")
+        path.write_text(json.dumps(summary, indent=2) + "\n")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module)
