@@ -106,7 +106,6 @@ def test_default_scale_is_001_over_norm(tiny_supernet_factory):
 
 # ---- the unroll is the SGD step actually taken, for every SGD setting; other optimizers are refused ----------
 SGD_SETTINGS = {
-    "nesterov": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True),
     "dampening": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, dampening=0.3),
     "nesterov_first_step": dict(lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True),
     "plain_sgd": dict(lr=ETA, weight_decay=WD),
