@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
@@ -105,10 +106,6 @@ class DisturbanceProbe(Callback):
                               "lower calib_batches")
         self._data = (eval_batches, calib, [steps[j % len(steps)] for j in range(needed)])  # cycled if too few
 
-    def _evaluated_epoch(self, trainer: pl.Trainer) -> bool:
-        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last
-
     def probe(self, pl_module: pl.LightningModule) -> list[dict[str, Any]]:
         """The disturbance of every probed child (rows of the CSV); the module's state is restored after each."""
         eval_batches, calib, steps = self._data
@@ -133,7 +130,7 @@ class DisturbanceProbe(Callback):
         return rows
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not self._evaluated_epoch(trainer):
+        if trainer.sanity_checking or not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         rows = self.probe(pl_module)
         firsts = [r for r in rows if r["k"] == self.steps[0]]

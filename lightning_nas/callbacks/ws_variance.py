@@ -28,6 +28,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.ws_variance import CSV_FIELDS, CSV_NAME, kendall_tau, mean_std, top_n_rank
+from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
 from lightning_nas.methods.common import log_replicated
@@ -155,13 +156,9 @@ class WeightSharingVariance(Callback):
                 writer.writerow([trainer.current_epoch, trainer.global_step, point, k, self.genotypes[k], groups[k],
                                  f"{acc:.6f}", truth])
 
-    def _evaluated_epoch(self, trainer: pl.Trainer) -> bool:
-        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self.last_k_batches or not self._evaluated_epoch(trainer):
+        if not self.last_k_batches or not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         if batch_idx < trainer.num_training_batches - self.last_k_batches:
             return
@@ -170,7 +167,7 @@ class WeightSharingVariance(Callback):
         self._write(trainer, pl_module, "batch", accs)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not self._evaluated_epoch(trainer):
+        if trainer.sanity_checking or not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         accs = self.evaluate(pl_module)
         self._write(trainer, pl_module, "epoch", accs)
