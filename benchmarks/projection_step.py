@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from step_setup import add_space_arguments, random_batch, space_builders  # noqa: E402
+
 from lightning_nas.methods.projection import GradientProjector, GradientSpaceProjector, OWMProjector  # noqa: E402
-from lightning_nas.search_spaces.darts import DartsSupernet  # noqa: E402
-from lightning_nas.search_spaces.nb201 import NB201Supernet  # noqa: E402
 
 
 def seconds_per_step(net: torch.nn.Module, projector: Optional[GradientProjector], x: torch.Tensor,
@@ -59,22 +59,11 @@ def seconds_per_step(net: torch.nn.Module, projector: Optional[GradientProjector
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    add_space_arguments(parser, steps=10, nb201_channels=8)
     parser.add_argument("--memory", type=int, default=10, help="GradientSpaceProjector directions per tensor")
-    parser.add_argument("--nb201-channels", type=int, default=8)
-    parser.add_argument("--nb201-cells", type=int, default=1)
-    parser.add_argument("--darts-channels", type=int, default=8)
-    parser.add_argument("--darts-layers", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, 32, 32, device=args.device)
-    y = torch.randint(0, 10, (args.batch,), device=args.device)
-    spaces = {f"NAS-Bench-201 (C={args.nb201_channels}, N={args.nb201_cells})":
-              lambda: NB201Supernet(10, 3, channels=args.nb201_channels, cells_per_stage=args.nb201_cells),
-              f"DARTS (C={args.darts_channels}, {args.darts_layers} cells)":
-              lambda: DartsSupernet(10, 3, channels=args.darts_channels, layers=args.darts_layers)}
+    x, y = random_batch(args)
+    spaces = space_builders(args)
     print(f"device {args.device}, batch {args.batch}, {torch.get_num_threads()} threads, {args.steps} steps")
     print("| space | update | s/step | x plain | projector state MB | weights MB |")
     print("| --- | --- | --- | --- | --- | --- |")
