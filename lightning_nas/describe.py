@@ -2,7 +2,8 @@
 size, cost and shape of an evaluation network; on NAS-Bench-201 also the benchmark's accuracies.
 
 Multiply-adds are counted with PyTorch's own ``FlopCounterMode`` (convolutions and matmuls; MACs =
-FLOPs / 2) for one image in eval mode, so the auxiliary head is not counted.
+FLOPs / 2) for one image in eval mode, so the auxiliary head is not counted. Cell width and depth follow the
+rule that reproduces Shu et al.'s published values (``search_spaces/darts/cell_shape.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_nas.errors import ConfigError, LightningNASError
 from lightning_nas.search_spaces.darts.cell_shape import cell_depth, cell_width
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
-from lightning_nas.search_spaces.darts.genotype import Genotype, load_genotype
+from lightning_nas.search_spaces.darts.genotype import Genotype
+from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 224)}
 NB201_DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16_120": (120, 16)}
@@ -39,9 +41,9 @@ def describe(genotype: Genotype, dataset: str = "cifar10") -> dict[str, int]:
         "params": count_parameters(net),
         "params_with_aux": count_parameters(net, include_auxiliary=True),
         "macs": count_macs(net, size),
-        "normal_depth": cell_depth(genotype.normal, genotype.normal_concat),
+        "normal_depth": cell_depth(genotype.normal),
         "normal_width": cell_width(genotype.normal),
-        "reduce_depth": cell_depth(genotype.reduce, genotype.reduce_concat),
+        "reduce_depth": cell_depth(genotype.reduce),
         "reduce_width": cell_width(genotype.reduce),
     }
 
@@ -125,6 +127,6 @@ def _main_darts(args: argparse.Namespace) -> int:
     print(f"params:   {info['params']:,} ({info['params'] / 1e6:.2f}M; {info['params_with_aux']:,} with the "
           "auxiliary head)")
     print(f"MACs:     {info['macs']:,} ({info['macs'] / 1e6:.1f}M multiply-adds per image)")
-    print(f"normal cell: depth {info['normal_depth']}, width {info['normal_width']}c")
-    print(f"reduce cell: depth {info['reduce_depth']}, width {info['reduce_width']}c")
+    print(f"normal cell: depth {info['normal_depth']}, width {info['normal_width']:g}c (Shu et al., ICLR 2020)")
+    print(f"reduce cell: depth {info['reduce_depth']}, width {info['reduce_width']:g}c")
     return 0

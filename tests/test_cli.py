@@ -17,7 +17,8 @@ from lightning_nas.cli import main
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
 # the discrete searches (no supernet, no validation loop) have their own end-to-end tests in test_nb201_cli.py
 DISCRETE_TINY = {"naswot_nb201", "rea_nb201", "random_search_nb201", "area_nb201"}
-TINY = sorted(c for c in (REPO / "experiments" / "tiny").glob("*.yaml") if c.stem not in DISCRETE_TINY)
+OWN_TEST_TINY = {"landscape_retrain"}  # runs in its own test (tests/test_landscape.py), with its outputs checked
+TINY = sorted(c for c in (REPO / "experiments" / "tiny").glob("*.yaml") if c.stem not in DISCRETE_TINY | OWN_TEST_TINY)
 
 
 def test_quickstart_end_to_end(tmp_path):
@@ -42,13 +43,22 @@ def test_quickstart_end_to_end(tmp_path):
     assert genotype["text"] == summary["genotype"] == json.loads(lines[-1])["text"]
     # the search finds something: the strongest op of an edge averages well above uniform (5 ops: 0.2; measured
     # 0.351 with 2 threads, 0.330 with 1, as this test runs under xdist; asserted >= 0.28), every edge's is above
-    # uniform (measured >= 0.288 / 0.234; asserted >= 0.22), and the genotype is the same over the last three
-    # epochs (measured: six / four)
+    # uniform (measured >= 0.288 / 0.234; asserted >= 0.22), and the decided edges (the strongest op >= 0.1 above
+    # the second at the end: measured 2 with 1 thread, 4 with 2; asserted >= 2) keep their op over the last three
+    # epochs. Near-tie edges may
+    # flip between epochs, and which way they end differs with the CPU's floating-point kernels and thread count
+    # (measured: the whole cell unchanged over the last six epochs on one machine, two near-tie edges flipping in
+    # the last three on another), so the test does not ask more of them.
     records = [json.loads(line) for line in lines]
     (weights_,) = records[-1]["alpha_softmax"].values()
     strongest = [max(row) for row in weights_]
     assert sum(strongest) / len(strongest) >= 0.28 and min(strongest) >= 0.22
-    assert len({r["text"] for r in records[-3:]}) == 1
+    decided = [e for e, row in enumerate(weights_) if sorted(row)[-1] - sorted(row)[-2] >= 0.1]
+    assert len(decided) >= 2
+    for e in decided:
+        ops = {max(range(len(row)), key=row.__getitem__) for r in records[-3:]
+               for row in [next(iter(r["alpha_softmax"].values()))[e]]}
+        assert len(ops) == 1, e
     # progress and a final summary on screen, the run directory last
     out = proc.stdout.strip().splitlines()
     assert sum(line.startswith("epoch ") for line in out) == config["trainer"]["max_epochs"]
@@ -245,7 +255,7 @@ def test_describe_json(capsys):
     assert set(info) == {"params", "params_with_aux", "macs", "normal_depth", "normal_width", "reduce_depth",
                          "reduce_width"}
     assert info["params"] == 3_349_342 and info["params_with_aux"] > info["params"]
-    assert info["normal_depth"] == 2 and info["normal_width"] == 4
+    assert info["normal_depth"] == 3 and info["normal_width"] == 3.5  # Shu et al., ICLR 2020, Fig. 1
 
 
 def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch):

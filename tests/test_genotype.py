@@ -8,7 +8,8 @@ import torch
 from lightning_nas.errors import GenotypeError
 from lightning_nas.search_spaces.darts import PRIMITIVES, PUBLISHED, Genotype, NetworkCIFAR, count_parameters
 from lightning_nas.search_spaces.darts.eval_network import NetworkImageNet
-from lightning_nas.search_spaces.darts.genotype import derive_cell, load_genotype
+from lightning_nas.search_spaces.darts.genotype import derive_cell
+from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 OP = {name: i for i, name in enumerate(PRIMITIVES)}
 

@@ -5,7 +5,8 @@ Power iteration on exact Hessian-vector products (double backward) over a fixed 
 chosen once at the start of fit from the datamodule's validation loader, identical on every rank. The model
 stays in train mode (batch-statistics BN, as SDARTS's code measures it) with BN running statistics untouched.
 ``weight_decay`` adds lambda * I (SDARTS includes the alpha weight decay, 1e-3); the default 0 is the Hessian
-of the loss alone. The eigenvalue of largest magnitude is reported with its sign.
+of the loss alone. The eigenvalue of largest magnitude is reported with its sign. The callback works on any
+method through ``NASModule.analysis_*`` (also w.r.t. the weights: ``target: weights``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from lightning_nas.methods.base import frozen_bn_stats
+from lightning_nas.analysis.landscape import BNMode, bn_mode
+from lightning_nas.callbacks.probes import Split, Target, analysis_probe, check_choice, probe_batches
+from lightning_nas.errors import ConfigError
+
+OWNER = "HessianEigenvalue"
 
 
 def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], iterations: int = 20,
@@ -45,44 +50,45 @@ def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[to
 
 
 class HessianEigenvalue(Callback):
-    """Logs ``landscape/hessian_eig`` every ``every_n_epochs`` epochs (after the epoch's training)."""
+    """Logs ``landscape/hessian_eig`` (alpha) or ``landscape/hessian_eig_weights`` every ``every_n_epochs``
+    epochs (after the epoch's training).
+
+    ``target: weights`` takes the Hessian of the loss w.r.t. the network's weights (a retraining's sharpness, as
+    Shu et al. compare cells); ``split`` and ``bn_mode`` choose the probe batches and BN statistics (defaults:
+    held-out batches, batch statistics, as above)."""
 
     def __init__(self, every_n_epochs: int = 1, num_batches: int = 1, iterations: int = 20, tol: float = 1e-4,
-                 weight_decay: float = 0.0, seed: int = 0):
+                 weight_decay: float = 0.0, seed: int = 0, target: Target = "alpha", split: Split = "heldout",
+                 bn_mode: BNMode = "train", batch_size: Optional[int] = None):
         if every_n_epochs < 1 or num_batches < 1 or iterations < 1:
-            raise ValueError("every_n_epochs, num_batches and iterations must be positive")
+            raise ConfigError("HessianEigenvalue: every_n_epochs, num_batches and iterations must be positive")
+        check_choice(OWNER, "target", target, ("weights", "alpha"))
+        check_choice(OWNER, "split", split, ("heldout", "train"))
+        check_choice(OWNER, "bn_mode", bn_mode, ("eval", "train"))
         self.every_n_epochs, self.num_batches, self.iterations = every_n_epochs, num_batches, iterations
         self.tol, self.weight_decay, self.seed = tol, weight_decay, seed
+        self.target, self.split, self.bn_mode, self.batch_size = target, split, bn_mode, batch_size
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.history: list[tuple[int, float]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "supernet"):
-            raise ValueError("HessianEigenvalue needs a differentiable search method (a module with a supernet)")
-        dm = trainer.datamodule
-        if not hasattr(dm, "fixed_val_batches"):
-            raise ValueError("HessianEigenvalue needs a search datamodule (SearchDataModule) for its probe batches")
-        self.batches = dm.device_batches(dm.fixed_val_batches(self.num_batches), trainer)
+        analysis_probe(pl_module, self.target, OWNER)
+        self.batches = probe_batches(trainer, self.split, self.num_batches, self.batch_size, OWNER)
 
     def compute(self, pl_module: pl.LightningModule) -> tuple[float, int]:
-        net = pl_module.supernet
-        was_training = net.training
-        net.train()
-        try:
-            with frozen_bn_stats(net), torch.enable_grad():
-                def loss_fn() -> torch.Tensor:
-                    return sum(pl_module.loss(net(x), y) for x, y in self.batches) / len(self.batches)
+        probe = analysis_probe(pl_module, self.target, OWNER)
+        with bn_mode(probe.net, self.bn_mode), torch.enable_grad():
+            def loss_fn() -> torch.Tensor:
+                return sum(probe.loss_fn(probe.logits_fn(x), y) for x, y in self.batches) / len(self.batches)
 
-                g = torch.Generator().manual_seed(self.seed)
-                return dominant_eigenvalue(loss_fn, net.arch_parameters(), self.iterations, self.tol, g,
-                                           self.weight_decay)
-        finally:
-            net.train(was_training)
+            g = torch.Generator().manual_seed(self.seed)
+            return dominant_eigenvalue(loss_fn, probe.params, self.iterations, self.tol, g, self.weight_decay)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         eig, iters = self.compute(pl_module)
         self.history.append((trainer.current_epoch, eig))
-        pl_module.log("landscape/hessian_eig", eig, sync_dist=True)
-        pl_module.log("landscape/power_iterations", float(iters), sync_dist=True)
+        suffix = "" if self.target == "alpha" else "_weights"
+        pl_module.log(f"landscape/hessian_eig{suffix}", eig, sync_dist=True)
+        pl_module.log(f"landscape/power_iterations{suffix}", float(iters), sync_dist=True)

@@ -41,7 +41,7 @@ def _load_genotype(net: Supernet, spec: str) -> Any:
         from lightning_nas.search_spaces.nb201.arch import load_arch
 
         return load_arch(spec)
-    from lightning_nas.search_spaces.darts.genotype import load_genotype
+    from lightning_nas.search_spaces.darts.resolve import load_genotype
 
     return load_genotype(spec)
 

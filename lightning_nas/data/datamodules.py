@@ -133,6 +133,36 @@ class InMemoryDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> ResumableLoader:
         return self._eval_loader(self.data.test)
 
+    # ---- fixed probe batches for the analysis callbacks ------------------------------------------------------
+    def _heldout(self) -> ImageData:
+        """The held-out images: the alpha split of a search, the test set of a plain training."""
+        raise NotImplementedError
+
+    def _training_split(self) -> ImageData:
+        """The images the weights train on."""
+        raise NotImplementedError
+
+    def fixed_val_batches(self, n: int, batch_size: Optional[int] = None) -> list[dict]:
+        """The first ``n`` held-out batches (``batch_size``, default the eval batch size; unshuffled), the same on
+        every rank: a fixed probe set for analysis callbacks."""
+        return self._fixed_batches(self._heldout(), n, batch_size)
+
+    def fixed_train_batches(self, n: int, batch_size: Optional[int] = None) -> list[dict]:
+        """The first ``n`` batches of the weights' training images (unshuffled, not augmented), the same on every
+        rank: BN re-calibration of single-path children, training-loss probes."""
+        return self._fixed_batches(self._training_split(), n, batch_size)
+
+    def _fixed_batches(self, split: ImageData, n: int, batch_size: Optional[int] = None) -> list[dict]:
+        stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
+                                  batch_size or self.eval_batch_size, self.seed, shuffle=False)
+        return [batch for _, batch in zip(range(n), stream)]
+
+    def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs. The strategy's
+        ``batch_to_device`` runs the transfer hooks, ``on_after_batch_transfer`` (the normalisation) included:
+        it must not be applied a second time."""
+        return [trainer.strategy.batch_to_device(b)["eval"] for b in batches]
+
     # ---- device-side augmentation -------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         out: dict = {}
@@ -187,22 +217,10 @@ class SearchDataModule(InMemoryDataModule):
     def val_dataloader(self) -> ResumableLoader:
         return self._eval_loader(self._heldout())
 
-    def fixed_val_batches(self, n: int) -> list[dict]:
-        """The first ``n`` held-out batches (eval batch size, unshuffled), the same on every rank: a fixed
-        probe set for analysis callbacks."""
-        return self._fixed_batches(self._heldout(), n)
-
-    def fixed_train_batches(self, n: int) -> list[dict]:
-        """The first ``n`` batches of the weight-training split (eval batch size, unshuffled, not augmented),
-        the same on every rank: BN re-calibration of single-path children."""
+    def _training_split(self) -> ImageData:
         w_idx, _ = self.split_indices()
         train = self.data.train
-        return self._fixed_batches(ImageData(train.images[w_idx], train.labels[w_idx]), n)
-
-    def _fixed_batches(self, split: ImageData, n: int) -> list[dict]:
-        stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
-                                  self.eval_batch_size, self.seed, shuffle=False)
-        return [batch for _, batch in zip(range(n), stream)]
+        return ImageData(train.images[w_idx], train.labels[w_idx])
 
     def child_eval_batches(self, eval_batches: int, calib_batches: int, trainer: pl.Trainer
                            ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -211,15 +229,15 @@ class SearchDataModule(InMemoryDataModule):
         return (self.device_batches(self.fixed_val_batches(eval_batches), trainer),
                 self.device_batches(self.fixed_train_batches(calib_batches), trainer))
 
-    def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs. The strategy's
-        ``batch_to_device`` runs the transfer hooks, ``on_after_batch_transfer`` (the normalisation) included:
-        it must not be applied a second time."""
-        return [trainer.strategy.batch_to_device(b)["eval"] for b in batches]
-
 
 class ClassificationDataModule(InMemoryDataModule):
     """Plain training on the whole training set; validation and test on the test set."""
+
+    def _heldout(self) -> ImageData:
+        return self.data.test
+
+    def _training_split(self) -> ImageData:
+        return self.data.train
 
     def train_dataloader(self) -> ResumableLoader:
         return self._loader(self.data.train, {"train": torch.arange(len(self.data.train))}, self.batch_size, True,

@@ -11,6 +11,7 @@ from typing import Any, Union
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.data.batches import mix_seed
@@ -160,6 +161,31 @@ class NASModule(pl.LightningModule):
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # ---- what the analysis callbacks (landscape, gradient variance, Hessian) act on ------------------------
+    def analysis_network(self) -> nn.Module:
+        """The network the analysis callbacks evaluate (its train/eval mode is set around each analysis)."""
+        net = getattr(self, "supernet", None)
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"{type(self).__name__} has no network for the analysis callbacks (landscape, gradient "
+                              "variance, Hessian): use them with a differentiable search or a retraining")
+        return net
+
+    def analysis_parameters(self, target: str) -> list[tuple[str, nn.Parameter]]:
+        """The named parameters an analysis perturbs or differentiates: ``weights`` or ``alpha`` (the
+        architecture parameters of a supernet)."""
+        net = self.analysis_network()
+        if target == "alpha":
+            return [(name, getattr(net, name)) for name in getattr(net, "ARCH_NAMES", ())]
+        if target == "weights":
+            if hasattr(net, "named_weight_parameters"):
+                return list(net.named_weight_parameters())
+            return list(net.named_parameters())
+        raise ConfigError(f"unknown analysis target {target!r}: use 'weights' or 'alpha'")
+
+    def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits the analyses differentiate: the method's evaluation forward."""
+        return self.eval_logits(x)
 
     def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
         x, y = batch["eval"]

@@ -16,7 +16,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule, build_optimizer
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
-from lightning_nas.search_spaces.darts.genotype import load_genotype
+from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 RETRAIN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 
@@ -86,3 +86,21 @@ class Retrain(NASModule):
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[0]
+
+    def analysis_network(self) -> torch.nn.Module:
+        return self.net
+
+    def analysis_parameters(self, target: str) -> list[tuple[str, torch.nn.Parameter]]:
+        """The network's weights without the auxiliary head (the analyses use the main logits only)."""
+        if target != "weights":
+            raise ConfigError(f"a retraining has no architecture parameters: set the analysis target to 'weights', "
+                              f"not {target!r}")
+        return [(n, p) for n, p in self.net.named_parameters() if not n.startswith("auxiliary_head")]
+
+    def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The main logits without drop path (a deterministic function of the weights)."""
+        rate, self.net.drop_path_prob = self.net.drop_path_prob, 0.0
+        try:
+            return self.net(x)[0]
+        finally:
+            self.net.drop_path_prob = rate

@@ -363,6 +363,11 @@ class SinglePathSearch(NASModule):
     on_validation_epoch_start = on_test_epoch_start = _start_eval
     on_validation_epoch_end = on_test_epoch_end = _end_eval
 
+    def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise ConfigError("the single-path search has no forward without a sampled child, so the landscape, "
+                          "gradient-variance and Hessian callbacks do not apply: retrain the picked cell and "
+                          "attach them to the retraining (the WeightSharingVariance callback analyses the children)")
+
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         assert self._eval_path is not None
         return self.supernet_for(self._eval_path)(x, path=self._eval_path)

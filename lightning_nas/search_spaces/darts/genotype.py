@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -161,27 +160,4 @@ def derive_genotype(normal_weights: torch.Tensor, reduce_weights: torch.Tensor, 
         normal_concat=concat,
         reduce=tuple(derive_cell(reduce_weights, primitives, steps)),
         reduce_concat=concat,
-    )
-
-
-def load_genotype(spec: str) -> Genotype:
-    """Resolve ``spec``: a published name, a genotype.json, a run directory, or the DARTS text form."""
-    from lightning_nas.search_spaces.darts.published import PUBLISHED
-
-    spec = spec.strip()
-    if spec in PUBLISHED:
-        return PUBLISHED[spec]
-    if spec.startswith("Genotype") or re.match(r"^\w+\s*=\s*Genotype", spec):
-        return Genotype.from_text(spec, source="text")
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "genotype.json"
-    if path.is_file():
-        text = path.read_text()
-        if text.lstrip().startswith("{"):
-            return Genotype.from_json(text, source=str(path))
-        return Genotype.from_text(text, source=str(path))
-    raise GenotypeError(
-        f"cannot resolve genotype {spec!r}: it is not a published name ({', '.join(sorted(PUBLISHED))}), "
-        "not an existing genotype.json or run directory, and not DARTS text of the form Genotype(normal=[...], ...)"
     )

@@ -90,5 +90,24 @@ PUBLISHED: dict[str, Genotype] = {
         "Real et al., AmoebaNet-A, AAAI 2019; as listed in quark0/darts cnn/genotypes.py",
         normal_concat=(4, 5, 6), reduce_concat=(3, 4, 6),
     ),
+    # the two other cells of Shu et al.'s width/depth figure (ICLR 2020, Fig. 1), from their repository
+    "ENAS": _g(
+        [("sep_conv_3x3", 1), ("skip_connect", 1), ("sep_conv_5x5", 1), ("skip_connect", 0),
+         ("avg_pool_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("avg_pool_3x3", 1),
+         ("sep_conv_5x5", 1), ("avg_pool_3x3", 0)],
+        [("sep_conv_5x5", 0), ("avg_pool_3x3", 1), ("sep_conv_3x3", 1), ("avg_pool_3x3", 1),
+         ("sep_conv_3x3", 1), ("avg_pool_3x3", 1), ("sep_conv_5x5", 4), ("avg_pool_3x3", 1),
+         ("sep_conv_3x3", 5), ("sep_conv_5x5", 0)],
+        "Pham et al., ENAS, ICML 2018; as listed in shuyao95/Understanding-NAS genotypes.py (ENAS)",
+        normal_concat=(2, 3, 4, 5, 6), reduce_concat=(2, 3, 6),
+    ),
+    "SNAS_mild": _g(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0), ("dil_conv_3x3", 1),
+         ("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_3x3", 1)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+         ("max_pool_3x3", 1), ("skip_connect", 2), ("dil_conv_5x5", 2), ("max_pool_3x3", 0)],
+        "Xie et al., SNAS (mild constraint), ICLR 2019; as listed in shuyao95/Understanding-NAS genotypes.py "
+        "(SNAS_MILD)",
+    ),
 }
 PUBLISHED["DARTS"] = PUBLISHED["DARTS_V2"]
