@@ -104,6 +104,15 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("disturbance probe on a bilevel method", [*c, f"{T}callbacks",
                                                    "[{class_path: lightning_nas.callbacks.DisturbanceProbe}]"],
          "SinglePathSearch"),
+        ("landscape slice along alpha of a retraining", ["--config", TINY_RETRAIN, f"{T}callbacks",
+                                                          "[{class_path: lightning_nas.callbacks.LossLandscapeSlice, "
+                                                          "init_args: {target: alpha}}]"], "no architecture parameters"),
+        ("landscape slice on the single-path search", ["--config", TINY_SP, f"{T}callbacks",
+                                                       "[{class_path: lightning_nas.callbacks.LossLandscapeSlice}]"],
+         "retrain the picked cell"),
+        ("landscape slice without the centre on its grid", [*c, f"{T}callbacks", "[{class_path: lightning_nas."
+                                                            "callbacks.LossLandscapeSlice, init_args: {points: 4}}]"],
+         "points must be odd"),
         ("unknown run.monitor", [*c, "--run.monitor", "val/accuracy", f"{T}max_epochs", "1"], "val/accuracy"),
     ]
 

@@ -274,10 +274,16 @@ def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(WandbLogger, "log_hyperparams", recording)
     logger = json.dumps([{"class_path": "pytorch_lightning.loggers.WandbLogger",
                           "init_args": {"project": "lightning_nas_tests", "save_dir": str(tmp_path / "wb")}}])
+    slice_cb = json.dumps([{"class_path": "lightning_nas.callbacks.LossLandscapeSlice",
+                            "init_args": {"target": "alpha", "points": 3, "num_batches": 1}}])
     run_dir = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--trainer.logger", logger,
-                             "--trainer.max_epochs", "1", capsys=capsys)  # the run directory stays the last line
+                             "--trainer.max_epochs", "1", "--trainer.callbacks", slice_cb,
+                             capsys=capsys)  # the run directory stays the last line
     assert (run_dir / "metrics.csv").is_file()
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    # the alpha slice's PNG is in the run directory and went to the wandb run as an image
+    assert (run_dir / "landscape" / "slice_alpha_1d_epoch1.png").is_file()
+    assert list((tmp_path / "wb" / "wandb").glob("offline-run-*/files/media/images/landscape/slice_alpha_1d*.png"))
     # the resolved config reached wandb, one key per field, so runs can be grouped by any of them
     assert seen["model.class_path"] == "lightning_nas.methods.DARTS" and seen["model.init_args.order"] == 1
     assert seen["seed_everything"] == 2 and seen["trainer.max_epochs"] == 1 and seen["run.dir"] == str(run_dir)

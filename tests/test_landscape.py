@@ -192,7 +192,7 @@ def test_single_path_search_refuses_the_landscape_with_a_clear_message():
     from lightning_nas.methods import SinglePathSearch
 
     with pytest.raises(ConfigError, match="retrain the picked cell"):
-        SinglePathSearch().analysis_logits(torch.zeros(1, 3, 8, 8))
+        SinglePathSearch().analysis_parameters("weights")
 
 
 def test_tiny_landscape_config_writes_slices_and_logs_every_analysis(tmp_path, capsys):

@@ -1,1 +1,2 @@
-"""Analyses over runs: ranking-stability metrics of weight sharing."""
+"""Analyses: ranking-stability metrics of weight sharing (``ws_variance``), loss-landscape slices and gradient
+variance (``landscape``)."""

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.landscape import BNMode, bn_mode
 from lightning_nas.callbacks.probes import Split, Target, analysis_probe, check_choice, probe_batches
+from lightning_nas.callbacks.schedule import analysis_due
 from lightning_nas.errors import ConfigError
 
 OWNER = "HessianEigenvalue"
@@ -51,16 +52,16 @@ def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[to
 
 class HessianEigenvalue(Callback):
     """Logs ``landscape/hessian_eig`` (alpha) or ``landscape/hessian_eig_weights`` every ``every_n_epochs``
-    epochs (after the epoch's training).
+    epochs and after the last (after the epoch's training; ``None``: after the last only).
 
     ``target: weights`` takes the Hessian of the loss w.r.t. the network's weights (a retraining's sharpness, as
     Shu et al. compare cells); ``split`` and ``bn_mode`` choose the probe batches and BN statistics (defaults:
     held-out batches, batch statistics, as above)."""
 
-    def __init__(self, every_n_epochs: int = 1, num_batches: int = 1, iterations: int = 20, tol: float = 1e-4,
+    def __init__(self, every_n_epochs: Optional[int] = 1, num_batches: int = 1, iterations: int = 20, tol: float = 1e-4,
                  weight_decay: float = 0.0, seed: int = 0, target: Target = "alpha", split: Split = "heldout",
                  bn_mode: BNMode = "train", batch_size: Optional[int] = None):
-        if every_n_epochs < 1 or num_batches < 1 or iterations < 1:
+        if (every_n_epochs is not None and every_n_epochs < 1) or num_batches < 1 or iterations < 1:
             raise ConfigError("HessianEigenvalue: every_n_epochs, num_batches and iterations must be positive")
         check_choice(OWNER, "target", target, ("weights", "alpha"))
         check_choice(OWNER, "split", split, ("heldout", "train"))
@@ -85,7 +86,7 @@ class HessianEigenvalue(Callback):
             return dominant_eigenvalue(loss_fn, probe.params, self.iterations, self.tol, g, self.weight_decay)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not analysis_due(trainer, self.every_n_epochs):
             return
         eig, iters = self.compute(pl_module)
         self.history.append((trainer.current_epoch, eig))

@@ -39,7 +39,7 @@ from lightning_nas.callbacks.probes import (
     probe_batches,
     run_dir,
 )
-from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
+from lightning_nas.callbacks.schedule import analysis_due
 from lightning_nas.errors import ConfigError
 
 OWNER = "LossLandscapeSlice"
@@ -94,11 +94,7 @@ class LossLandscapeSlice(Callback):
                                    grid(self.points, self.span, self.dims), self.batches, self.gradient_variance)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs is None:
-            last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-            if not last:
-                return
-        elif not every_nth_or_last_epoch(trainer, self.every_n_epochs):
+        if not analysis_due(trainer, self.every_n_epochs):
             return
         rows = self.compute(pl_module)
         epoch = trainer.current_epoch

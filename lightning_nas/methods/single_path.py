@@ -363,7 +363,7 @@ class SinglePathSearch(NASModule):
     on_validation_epoch_start = on_test_epoch_start = _start_eval
     on_validation_epoch_end = on_test_epoch_end = _end_eval
 
-    def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def analysis_network(self) -> torch.nn.Module:
         raise ConfigError("the single-path search has no forward without a sampled child, so the landscape, "
                           "gradient-variance and Hessian callbacks do not apply: retrain the picked cell and "
                           "attach them to the retraining (the WeightSharingVariance callback analyses the children)")
