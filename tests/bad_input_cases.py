@@ -104,9 +104,10 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("disturbance probe on a bilevel method", [*c, f"{T}callbacks",
                                                    "[{class_path: lightning_nas.callbacks.DisturbanceProbe}]"],
          "SinglePathSearch"),
-        ("landscape slice along alpha of a retraining", ["--config", TINY_RETRAIN, f"{T}callbacks",
-                                                          "[{class_path: lightning_nas.callbacks.LossLandscapeSlice, "
-                                                          "init_args: {target: alpha}}]"], "no architecture parameters"),
+        ("landscape slice along alpha of a retraining",
+         ["--config", TINY_RETRAIN, f"{T}callbacks",
+          "[{class_path: lightning_nas.callbacks.LossLandscapeSlice, init_args: {target: alpha}}]"],
+         "no architecture parameters"),
         ("landscape slice on the single-path search", ["--config", TINY_SP, f"{T}callbacks",
                                                        "[{class_path: lightning_nas.callbacks.LossLandscapeSlice}]"],
          "retrain the picked cell"),

@@ -137,3 +137,15 @@ class DyingCheckpointIO(AtomicCheckpointIO):
                 f.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
         super().write(checkpoint, path, storage_options)
+
+
+class StateRecorder(Callback):
+    """Writes each rank's full state dict (members, candidates, mixture weights, BN statistics) after every
+    training epoch to ``<prefix>.rank<R>.epoch<E>.pt``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save(state, f"{self.prefix}.rank{trainer.global_rank}.epoch{trainer.current_epoch}.pt")

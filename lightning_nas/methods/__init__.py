@@ -6,9 +6,9 @@ from lightning_nas.methods.discrete import AREA, NASWOT, REA, DiscreteSearch, Ra
 from lightning_nas.methods.milenas import MiLeNAS
 from lightning_nas.methods.na_darts import NADARTS
 from lightning_nas.methods.retrain import Retrain
+from lightning_nas.methods.saep import SAEP
 from lightning_nas.methods.sdarts import SDARTS
 from lightning_nas.methods.single_path import SinglePathSearch
 
 __all__ = ["AREA", "BilevelSearch", "DARTS", "DiscreteSearch", "MiLeNAS", "NADARTS", "NASWOT", "REA",
-           "RandomSearch", "Retrain", "SDARTS",
-           "SinglePathSearch"]
+           "RandomSearch", "Retrain", "SAEP", "SDARTS", "SinglePathSearch"]
