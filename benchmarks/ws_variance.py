@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,14 +94,23 @@ def add_budget_arguments(parser: argparse.ArgumentParser, root: str) -> None:
 
 def run_all(jobs: list[tuple[str, int]], args: argparse.Namespace,
             build: Callable[[str, int], list[str]]) -> dict[tuple[str, int], Path]:
-    """Run every (variant, seed) search (``args.parallel`` at once) or, with ``--report-only``, find them."""
+    """Run every (variant, seed) search (``args.parallel`` at once) or, with ``--report-only``, find them. Runs
+    that finished before (their summary.json exists) are reused, so an interrupted study continues."""
     if args.report_only:
         return {job: Path(args.root) / job[0].replace(" ", "_") / f"seed{job[1]}" for job in jobs}
     from lightning_nas.data.sources import load_dataset
 
     load_dataset("image_folder", args.data)  # decode and cache once, before the searches start in parallel
+    done = {job: Path(args.root) / job[0].replace(" ", "_") / f"seed{job[1]}" for job in jobs}
+    done = {job: d for job, d in done.items() if (d / "summary.json").is_file()}
+    for job in jobs:  # a run this script started and that did not finish is started again
+        unfinished = Path(args.root) / job[0].replace(" ", "_") / f"seed{job[1]}"
+        if job not in done and unfinished.exists():
+            print(f"removing the unfinished run {unfinished}", file=sys.stderr)
+            shutil.rmtree(unfinished)
+    todo = [job for job in jobs if job not in done]
     with ThreadPoolExecutor(args.parallel) as pool:
-        return dict(zip(jobs, pool.map(lambda job: run(build(*job), *job, args), jobs)))
+        return {**done, **dict(zip(todo, pool.map(lambda job: run(build(*job), *job, args), todo)))}
 
 
 def budget_text(args: argparse.Namespace) -> str:

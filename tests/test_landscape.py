@@ -208,3 +208,15 @@ def test_tiny_landscape_config_writes_slices_and_logs_every_analysis(tmp_path, c
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metrics"]["landscape/slice_weights_sharpness"] >= 0
+
+
+def test_weight_hessian_of_a_rewired_cell_with_an_unused_input():
+    """A rewired cell whose edges never read c_{k-2} leaves that input's preprocessing out of the graph."""
+    from lightning_nas.callbacks.landscape import dominant_eigenvalue
+
+    w = torch.tensor([[2.0, 0.0], [0.0, 0.5]], requires_grad=True)
+    unused = torch.ones(3, requires_grad=True)
+    x = torch.tensor([1.0, 1.0])
+    eig, _ = dominant_eigenvalue(lambda: (x @ w @ w.T @ x) ** 1, [w, unused], iterations=50)
+    # loss = sum_i (x^T w)_i^2 = (w00 + w10)^2 + (w01 + w11)^2: Hessian eigenvalues 4 (twice) and 0
+    assert eig == pytest.approx(4.0, rel=1e-4)

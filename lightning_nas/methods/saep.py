@@ -69,13 +69,13 @@ class SubnetSpec:
 
 
 class Candidate(nn.Module):
-    """A candidate sub-architecture and the mixture weights of its candidate ensemble (members..., itself)."""
+    """A candidate sub-architecture and the mixture weights and bias of its candidate ensemble (members..., itself)."""
 
-    def __init__(self, net: nn.Module, mixture: torch.Tensor, num_classes: int):
+    def __init__(self, net: nn.Module, mixture: torch.Tensor, bias: torch.Tensor):
         super().__init__()
         self.net = net
         self.mixture = nn.Parameter(mixture.clone())
-        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.bias = nn.Parameter(bias.clone())
 
 
 class EnsembleDescription:
@@ -182,6 +182,11 @@ class SAEP(NASModule):
             return NetworkCIFAR(cell, channels=self.channels, num_classes=self.num_classes, layers=spec.depth,
                                 auxiliary=False, in_channels=self.in_channels)
 
+    def _candidate_bias(self) -> torch.Tensor:
+        """AdaNet warm-starts the ensemble bias unless the previous ensemble lost members (then zeros)."""
+        pruned_last = bool(self.history and self.history[-1]["pruned"])
+        return torch.zeros(self.num_classes) if pruned_last else self.ensemble_bias.detach().cpu()
+
     def _candidate_mixture(self) -> torch.Tensor:
         """Warm start (AdaNet): the ensemble's weights for the members, 1/N for the newcomer. A member masked in
         training (official pruning) keeps its weight untouched (no gradient reaches it) and uses it again at
@@ -194,7 +199,7 @@ class SAEP(NASModule):
                                 for k, (cell, d) in enumerate((c, d) for c in self.cells for d in depths)]
         device = self.ensemble_bias.device
         self.candidates = nn.ModuleList(
-            Candidate(self._subnet(s), self._candidate_mixture(), self.num_classes) for s in self.candidate_specs
+            Candidate(self._subnet(s), self._candidate_mixture(), self._candidate_bias()) for s in self.candidate_specs
         ).to(device)
         self.candidates.train()
         if self._trainer is not None and self.trainer.optimizers:
@@ -212,11 +217,14 @@ class SAEP(NASModule):
                 out.append(member(x)[0] if use else None)
         return out
 
-    def _penalty(self, mixture: torch.Tensor, specs: list[SubnetSpec]) -> torch.Tensor:
+    def _penalty(self, mixture: torch.Tensor, newcomer: SubnetSpec) -> torch.Tensor:
+        """AdaNet's complexity penalty over the candidate ensemble's members in training and the newcomer."""
         if self.complexity_lambda == 0 and self.complexity_beta == 0:
             return mixture.new_zeros(())
-        r = torch.tensor([s.complexity for s in specs], device=mixture.device)
-        return ((self.complexity_lambda * r + self.complexity_beta) * mixture.abs()).sum()
+        specs = [*self.member_specs, newcomer]
+        used = torch.tensor([*self.in_training, True], device=mixture.device, dtype=mixture.dtype)
+        r = torch.tensor([s.complexity for s in specs], device=mixture.device, dtype=mixture.dtype)
+        return ((self.complexity_lambda * r + self.complexity_beta) * mixture.abs() * used).sum()
 
     def _candidate_ensemble(self, cand: Candidate, members: list[Optional[torch.Tensor]],
                             own: torch.Tensor) -> torch.Tensor:
@@ -244,7 +252,7 @@ class SAEP(NASModule):
         for cand, spec in zip(self.candidates, self.candidate_specs):
             own = cand.net(x)[0]
             ensemble = self._candidate_ensemble(cand, members, own.detach())
-            objective = F.cross_entropy(ensemble, y) + self._penalty(cand.mixture, self._mixture_specs(spec))
+            objective = F.cross_entropy(ensemble, y) + self._penalty(cand.mixture, spec)
             total = total + F.cross_entropy(own, y) + objective
             objectives.append(objective.detach())
         self.manual_backward(total)
@@ -257,9 +265,6 @@ class SAEP(NASModule):
         self.step_in_iteration += 1
         if self.step_in_iteration >= self.trainer.num_training_batches:
             self._finish_iteration()
-
-    def _mixture_specs(self, spec: SubnetSpec) -> list[SubnetSpec]:
-        return [*self.member_specs, spec]
 
     def _average_candidate_grads(self) -> None:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -294,7 +299,7 @@ class SAEP(NASModule):
                 for x, y in choose:
                     members = self._member_logits(x, self.in_training)
                     loss += float(F.cross_entropy(self._candidate_ensemble(cand, members, cand.net(x)[0]), y))
-                scores.append(loss / len(choose) + float(self._penalty(cand.mixture, self._mixture_specs(spec))))
+                scores.append(loss / len(choose) + float(self._penalty(cand.mixture, spec)))
         best = min(range(len(scores)), key=scores.__getitem__)
         chosen, spec = self.candidates[best], self.candidate_specs[best]
         for p in chosen.net.parameters():
@@ -399,6 +404,6 @@ class SAEP(NASModule):
         self.in_training, self.in_eval = list(state["in_training"]), list(state["in_eval"])
         self.ensemble_weights = torch.zeros(len(self.member_specs))
         self.candidate_specs = [SubnetSpec(**s) for s in state["candidates"]]
-        self.candidates = nn.ModuleList(Candidate(self._subnet(s), self._candidate_mixture(), self.num_classes)
+        self.candidates = nn.ModuleList(Candidate(self._subnet(s), self._candidate_mixture(), self._candidate_bias())
                                         for s in self.candidate_specs)
 
