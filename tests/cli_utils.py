@@ -38,3 +38,27 @@ def alphas(ckpt: Path) -> list[torch.Tensor]:
 
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def uninterrupted_and_resumed(config: Path, stop_after: int, tmp_path: Path, capsys, *args: str
+                              ) -> tuple[Path, Path, Path]:
+    """Runs ``config`` uninterrupted, then cut after ``stop_after`` training batches (a checkpoint written there)
+    and resumed from that checkpoint; returns (full run dir, resumed run dir, the mid-run checkpoint)."""
+    import json
+
+    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), *args, capsys=capsys)
+    mid = tmp_path / "interrupted.ckpt"
+    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
+                         "init_args": {"batches": stop_after, "checkpoint": str(mid)}}])
+    run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), *args, "--trainer.callbacks",
+                   probe, capsys=capsys)
+    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"), *args,
+                             "--ckpt_path", str(mid), capsys=capsys)
+    return full, resumed, mid
+
+
+def assert_same_weights(a_ckpt: Path, b_ckpt: Path) -> None:
+    a, b = weights(a_ckpt), weights(b_ckpt)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_utils import TINY1, TINY2, TINY_RETRAIN, alphas, run_in_process, run_subprocess, weights
+from cli_utils import (
+    TINY1,
+    TINY2,
+    TINY_RETRAIN,
+    alphas,
+    assert_same_weights,
+    run_in_process,
+    run_subprocess,
+    uninterrupted_and_resumed,
+    weights,
+)
 from conftest import REPO
 
 from lightning_nas.callbacks.run_artifacts import format_summary
@@ -100,18 +110,8 @@ def test_same_seed_same_alpha_and_genotype(tmp_path, capsys):
 @pytest.mark.parametrize("config, stop_after", [(TINY1, 7), (TINY2, 5)], ids=["order1-mid-epoch", "order2-epoch-end"])
 def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
     """5 steps per epoch: 7 interrupts in the middle of the second epoch, 5 at the first epoch's end."""
-    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), capsys=capsys)
-    mid = tmp_path / "interrupted.ckpt"
-    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
-                         "init_args": {"batches": stop_after, "checkpoint": str(mid)}}])
-    run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks",
-                   probe, capsys=capsys)
-    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"),
-                             "--ckpt_path", str(mid), capsys=capsys)
-    a, b = weights(full / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    full, resumed, mid = uninterrupted_and_resumed(config, stop_after, tmp_path, capsys)
+    assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_from"] == str(mid)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_utils import run_in_process, run_subprocess, weights
+from cli_utils import assert_same_weights, run_in_process, run_subprocess, uninterrupted_and_resumed, weights
 from conftest import REPO
 
 from lightning_nas.analysis.diversity import normalized_mi, pairwise_disagreement, tdac, variation_of_information
@@ -129,18 +129,9 @@ def test_an_ensemble_of_one_member_equals_that_member():
 
 
 def test_saep_resume_mid_iteration_equals_uninterrupted(tmp_path, capsys):
-    full = run_in_process("fit", "--config", str(TINY_SAEP), "--run.root", str(tmp_path / "full"), capsys=capsys)
-    mid = tmp_path / "interrupted.ckpt"
-    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
-                         "init_args": {"batches": 6, "checkpoint": str(mid)}}])  # iteration 2, step 2 of 4
-    run_in_process("fit", "--config", str(TINY_SAEP), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks",
-                   probe, capsys=capsys)
-    resumed = run_in_process("fit", "--config", str(TINY_SAEP), "--run.root", str(tmp_path / "resumed"),
-                             "--ckpt_path", str(mid), capsys=capsys)
-    a, b = weights(full / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    # 4 steps per iteration: the cut falls in iteration 2, after its second step
+    full, resumed, _ = uninterrupted_and_resumed(TINY_SAEP, 6, tmp_path, capsys)
+    assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in (full, resumed))
     assert sa["iterations"] == sb["iterations"] and sa["ensemble"] == sb["ensemble"]
     # PIE prunes one member of three: 3 iterations leave 2 members, and the kept ones are named
