@@ -21,8 +21,9 @@ a smaller ensemble); ``false`` is the official code's behaviour: a pruned member
 iteration's training ensembles only, still counts at evaluation, and the mask is recomputed every iteration over
 all members (a pruned member can come back).
 
-Checkpoints hold the members, candidates, mixture weights, optimizer state and iteration bookkeeping, so a run
-resumes exactly at any step. DDP: DDP's reducer only sees an anchor parameter; the candidates' gradients are
+Checkpoints hold the members, candidates, mixture weights, the optimizer's state (one optimizer whose parameter
+group each iteration replaces) and the iteration's bookkeeping, so a run resumes exactly at any step.
+DDP: DDP's reducer only sees an anchor parameter; the candidates' gradients are
 averaged over ranks by one all-reduce per step (the candidates change every iteration, which DDP cannot follow),
 and at each iteration's end their BN statistics are taken from rank 0 (DDP's buffer broadcast).
 Defaults of the official code: 11 iterations, batch 64, RMSProp lr 0.003.
@@ -49,7 +50,8 @@ from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_p
 from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 SAEP_RMSPROP = {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 0.003}}
-#: generator streams of (seed, iteration, stream): candidate k is initialised from stream 100 + k
+#: the generator stream (of seed, iteration, stream) of the pruning draws (PRS, PIE's first member); candidate k
+#: of an iteration is initialised from stream 100 + k
 PRUNE_STREAM = 7
 
 
