@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lightning_nas.analysis.ws_variance import kendall_tau  # noqa: E402
-from lightning_nas.benchmarks.nb201 import load_benchmark  # noqa: E402
 from lightning_nas.search_spaces.nb201.arch import load_arch  # noqa: E402
+from lightning_nas.tabular.nb201 import load_benchmark  # noqa: E402
 
 
 def rerank(run: Path, k: int, args: argparse.Namespace) -> dict:

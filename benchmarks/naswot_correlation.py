@@ -29,11 +29,11 @@ from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_nas.benchmarks.nb201 import default_benchmark  # noqa: E402
 from lightning_nas.data.batches import mix_seed  # noqa: E402
 from lightning_nas.data.datamodules import ProxyDataModule  # noqa: E402
 from lightning_nas.methods.discrete import score_cell  # noqa: E402
 from lightning_nas.methods.evolution import random_arch  # noqa: E402
+from lightning_nas.tabular.nb201 import default_benchmark  # noqa: E402
 
 
 def proxy_batch(data: str, seed: int, batch_size: int, device: torch.device) -> torch.Tensor:

@@ -50,8 +50,8 @@ def describe(genotype: Genotype, dataset: str = "cifar10") -> dict[str, int]:
 
 def describe_nb201(arch_spec: str, dataset: str = "cifar10", benchmark_path: Optional[str] = None) -> dict:
     """The benchmark network's size and cost on ``dataset`` and the benchmark's accuracies of the cell."""
-    from lightning_nas.benchmarks.nb201 import canonical_dataset, load_benchmark
     from lightning_nas.search_spaces.nb201 import NB201Network, count_parameters, load_arch
+    from lightning_nas.tabular.nb201 import canonical_dataset, load_benchmark
 
     dataset = canonical_dataset(dataset)
     bench = load_benchmark(benchmark_path)

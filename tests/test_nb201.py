@@ -12,7 +12,6 @@ import torch
 from conftest import CIFAR_JPG
 from torch import nn
 
-from lightning_nas.benchmarks.nb201 import DATASETS, default_benchmark, load_benchmark
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
 from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution, mutate, random_arch
@@ -26,6 +25,7 @@ from lightning_nas.search_spaces.nb201 import (
     count_parameters,
 )
 from lightning_nas.search_spaces.nb201.arch import arch_from_mixing, load_arch
+from lightning_nas.tabular.nb201 import DATASETS, default_benchmark, load_benchmark
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"

@@ -12,8 +12,8 @@ import torch
 from cli_utils import TINY1, run_in_process, run_subprocess
 from conftest import REPO
 
-from lightning_nas.benchmarks.nb201 import default_benchmark
 from lightning_nas.cli import main
+from lightning_nas.tabular.nb201 import default_benchmark
 
 TINY = REPO / "experiments" / "tiny"
 

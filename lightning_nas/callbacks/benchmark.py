@@ -11,10 +11,10 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from lightning_nas.benchmarks.nb201 import DATASETS, canonical_dataset, load_benchmark
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import log_replicated
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
+from lightning_nas.tabular.nb201 import DATASETS, canonical_dataset, load_benchmark
 
 
 class BenchmarkAccuracy(Callback):

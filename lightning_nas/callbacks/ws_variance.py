@@ -96,7 +96,7 @@ class WeightSharingVariance(Callback):
         self.panel = self.build_panel(net)
         self.genotypes = [net.path_genotype(p).to_text() for p in self.panel]
         if net.space_id().startswith("NB201"):
-            from lightning_nas.benchmarks.nb201 import load_benchmark
+            from lightning_nas.tabular.nb201 import load_benchmark
 
             bench = load_benchmark(self.benchmark_path)
             self.truth = [bench.accuracy(net.path_genotype(p), self.benchmark_dataset) for p in self.panel]

@@ -21,7 +21,6 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from lightning_nas.benchmarks.nb201 import canonical_dataset, load_benchmark
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule
@@ -29,6 +28,7 @@ from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution
 from lightning_nas.proxies.registry import get_proxy
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
 from lightning_nas.search_spaces.nb201.network import NB201Network
+from lightning_nas.tabular.nb201 import canonical_dataset, load_benchmark
 
 Dataset = Literal["cifar10", "cifar100", "imagenet16_120"]
 

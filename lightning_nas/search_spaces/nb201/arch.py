@@ -5,7 +5,7 @@ The text form is the benchmark's arch string, nodes separated by ``+``, each inp
 Edges are ordered (1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2), the order of the string and of the
 benchmark's (and the supernet's) alpha rows. The architecture index is the benchmark's row order, looked up in
 the shipped table (:mod:`lightning_nas.search_spaces.nb201.index`; the accuracies are in
-:mod:`lightning_nas.benchmarks.nb201`).
+:mod:`lightning_nas.tabular.nb201`).
 """
 
 from __future__ import annotations

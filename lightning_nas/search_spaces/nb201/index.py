@@ -1,7 +1,7 @@
 """The NAS-Bench-201 architecture index: the benchmark's row order, read from the arch column of the table that
-ships with the package (``lightning_nas/benchmarks/data/nb201_test_accuracy.csv.gz``).
+ships with the package (``lightning_nas/tabular/data/nb201_test_accuracy.csv.gz``).
 
-Kept apart from ``lightning_nas.benchmarks.nb201`` (the accuracy lookups, which build on this space) so that the
+Kept apart from ``lightning_nas.tabular.nb201`` (the accuracy lookups, which build on this space) so that the
 space does not import the benchmark module: arch strings and indices convert here, accuracies live there.
 """
 
@@ -15,7 +15,7 @@ from importlib import resources
 
 from lightning_nas.errors import GenotypeError
 
-SHIPPED_TABLE = "benchmarks/data/nb201_test_accuracy.csv.gz"
+SHIPPED_TABLE = "tabular/data/nb201_test_accuracy.csv.gz"
 
 
 @lru_cache(maxsize=1)

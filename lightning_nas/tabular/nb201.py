@@ -191,7 +191,7 @@ def _read_official_file(path: Path) -> NB201Benchmark:
 @lru_cache(maxsize=4)
 def _load(path: Optional[str]) -> NB201Benchmark:
     if path is None:
-        blob = resources.files("lightning_nas.benchmarks").joinpath("data/nb201_test_accuracy.csv.gz").read_bytes()
+        blob = resources.files("lightning_nas.tabular").joinpath("data/nb201_test_accuracy.csv.gz").read_bytes()
         return _read_csv(gzip.decompress(blob).decode(), "lightning_nas's NAS-Bench-201 table (NATS-Bench export)")
     p = Path(path).expanduser()
     if not p.exists():
