@@ -338,7 +338,7 @@ class NASCLI(LightningCLI):
     after_fit = after_validate = after_test = _print_run_dir
 
 
-USAGE = """usage: python -m lightning_nas {fit,validate,test,describe,ws-variance} ...
+USAGE = """usage: python -m lightning_nas {fit,validate,test,describe,report,ws-variance} ...
 
 lightning_nas: reproducible weight-sharing neural architecture search.
 
@@ -348,6 +348,7 @@ subcommands:
                <run>/checkpoints/last.ckpt); a discrete search reports its incumbent's benchmark accuracies
   test         the same on the test set
   describe     parameters, cost and cell shape of a genotype or a NAS-Bench-201 cell
+  report       compare run directories: an offline HTML page and a Markdown summary (report RUN_DIR...)
   ws-variance  weight-sharing variance across runs: S-Tau between seeds, GT-Tau, TnR
 
 `python -m lightning_nas <subcommand> --help` lists a subcommand's options."""
@@ -432,6 +433,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from lightning_nas.describe import main as describe_main
 
         return describe_main(argv[1:])
+    if argv and argv[0] == "report":
+        from lightning_nas.reporting.report import main as report_main
+
+        return report_main(argv[1:])
     if argv and argv[0] == "ws-variance":
         from lightning_nas.analysis.ws_variance import main as ws_variance_main
 

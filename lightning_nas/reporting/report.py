@@ -1,0 +1,144 @@
+"""``python -m lightning_nas report RUN_DIR... [--out report.html] [--group-by KEY ...]``: one self-contained HTML
+page (jinja2; figures inlined as PNG data URIs, no CDN, so it opens offline) and a Markdown summary beside it.
+
+Per group (default: method x space x dataset; ``--group-by`` takes summary fields or dotted config keys such as
+``model.init_args.order``): a table of mean ± std over the group's runs of the final metrics, the number of runs
+and the best run with its seed named as such; curves over epochs (mean and min-max band); per run the final cells
+as diagrams, the alpha heatmap at the last epoch, and its provenance (config, seed, versions, git revision)
+behind a click.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from jinja2 import Environment, select_autoescape
+
+from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure
+from lightning_nas.reporting.runs import (
+    CURVES,
+    DEFAULT_GROUP_BY,
+    TABLE_METRICS,
+    Run,
+    best_run,
+    find_runs,
+    fmt_mean_std,
+    group_runs,
+    mean_std,
+)
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: sans-serif; margin: 1.5em; max-width: 1200px; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; } td, th { border: 1px solid #bbb; padding: 3px 8px; }
+th { background: #eef; } td.num { text-align: right; } .run { border-top: 1px solid #ccc; padding-top: 0.5em; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 11px; } img { max-width: 100%; }
+.figs img { display: inline-block; vertical-align: top; max-width: 49%; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ runs_count }} runs in {{ groups|length }} groups (grouped by {{ group_by|join(" × ") }}). Numbers are
+mean ± std over a group's runs; the best run is named with its seed, not reported as the group's result.</p>
+{% for g in groups %}
+<section class="group" id="group-{{ loop.index }}">
+<h2>{{ g.name }}</h2>
+{% if g.metrics %}<table class="metrics"><tr><th>metric</th><th>mean ± std</th><th>runs</th></tr>
+{% for m in g.metrics %}<tr><td>{{ m.label }}</td><td class="num">{{ m.value }}</td><td class="num">{{ m.n }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% if g.best %}<p>Best run by final held-out accuracy: seed {{ g.best.seed }} ({{ g.best.value }}),
+<code>{{ g.best.path }}</code>.</p>{% endif %}
+<div class="figs">{% for c in g.curves %}<img alt="{{ c.title }}" src="{{ c.uri }}">{% endfor %}</div>
+{% for r in g.runs %}
+<div class="run"><h3>seed {{ r.seed }}: <code>{{ r.path }}</code></h3>
+<p>genotype: <code>{{ r.genotype }}</code></p>
+<div class="figs">{% if r.cells %}<img alt="cells of seed {{ r.seed }}" src="{{ r.cells }}">{% endif %}
+{% if r.alpha %}<img alt="alpha heatmap of seed {{ r.seed }}" src="{{ r.alpha }}">{% endif %}</div>
+<details><summary>provenance: seed {{ r.seed }}, git {{ r.git }}</summary>
+<p>versions: {{ r.versions }}</p><pre>{{ r.config }}</pre></details></div>
+{% endfor %}
+</section>
+{% endfor %}
+</body></html>
+"""
+
+
+def _run_view(run: Run) -> dict[str, Any]:
+    last = run.genotypes[-1] if run.genotypes else {}
+    config = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file() else ""
+    return {"seed": run.seed, "path": str(run.path), "genotype": run.summary.get("genotype") or "-",
+            "cells": cell_diagram(last.get("genotype", {})) if last else None,
+            "alpha": alpha_heatmap(last) if last else None, "git": run.summary.get("git_revision"),
+            "versions": ", ".join(f"{k} {v}" for k, v in (run.summary.get("versions") or {}).items()),
+            "config": config}
+
+
+def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, Any]:
+    """What the page shows, as plain data (the tests read it too)."""
+    runs = find_runs(paths)
+    if not runs:
+        raise FileNotFoundError(f"no run directories (folders with a summary.json) under {[str(p) for p in paths]}")
+    groups = group_runs(runs, group_by)
+    views = []
+    for name, members in groups.items():
+        metrics = []
+        for label, key in TABLE_METRICS:
+            stat = mean_std([r.final(key) for r in members])
+            if stat is not None:
+                metrics.append({"label": label, "value": fmt_mean_std(stat), "n": stat[2]})
+        best = best_run(members)
+        curves = [{"title": title, "uri": uri} for key, title in CURVES
+                  if (uri := curve_figure({name: members}, key, title)) is not None]
+        views.append({"name": name, "metrics": metrics, "curves": curves, "runs": [_run_view(r) for r in members],
+                      "best": None if best is None else {"seed": best.seed, "path": str(best.path),
+                                                         "value": f"{best.final('val/acc'):.2f} %"}})
+    overlays = [{"title": title, "uri": uri} for key, title in CURVES
+                if len(groups) > 1 and (uri := curve_figure(groups, key, title)) is not None]
+    if overlays:
+        views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
+    return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
+            "groups": views}
+
+
+def render_html(page: dict[str, Any]) -> str:
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    return env.from_string(TEMPLATE).render(**page)
+
+
+def render_markdown(page: dict[str, Any]) -> str:
+    lines = [f"# {page['title']}", "", f"{page['runs_count']} runs, grouped by {' x '.join(page['group_by'])}; "
+             "mean ± std over each group's runs.", ""]
+    for g in page["groups"]:
+        if not g["metrics"]:
+            continue
+        lines += [f"## {g['name']}", "", "| metric | mean ± std | runs |", "| --- | --- | --- |"]
+        lines += [f"| {m['label']} | {m['value']} | {m['n']} |" for m in g["metrics"]]
+        if g["best"]:
+            lines += ["", f"Best run: seed {g['best']['seed']} ({g['best']['value']}), `{g['best']['path']}`"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightning_nas report",
+                                     description="Compare run directories: an offline HTML report and a Markdown "
+                                                 "summary, grouped by method x space x dataset.")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    parser.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default report.html;"
+                                                                               " the Markdown goes beside it)")
+    parser.add_argument("--group-by", nargs="+", default=list(DEFAULT_GROUP_BY),
+                        help="summary fields (method, space, dataset, seed) or dotted config keys")
+    args = parser.parse_args(argv)
+    try:
+        page = build(args.runs, args.group_by)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_html(page))
+    args.out.with_suffix(".md").write_text(render_markdown(page))
+    print(args.out)
+    return 0

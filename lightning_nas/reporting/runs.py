@@ -1,0 +1,156 @@
+"""Reading run directories (summary.json, config.yaml, metrics.csv, genotypes.jsonl) and grouping them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+#: the default grouping: one group per method x search space x dataset
+DEFAULT_GROUP_BY = ("method", "space", "dataset")
+#: final metrics of a group's table: (label, how to read it from a run)
+TABLE_METRICS = (
+    ("final held-out accuracy (%)", "val/acc"),
+    ("NB201 CIFAR-10 test acc (%)", "benchmark/cifar10_test"),
+    ("test acc (%)", "test/acc"),
+    ("s per step", "s_per_step"),
+    ("wall-clock hours", "wall_hours"),
+    ("parameters", "num_parameters"),
+)
+#: curves drawn per group (metric, title), when the runs logged them
+CURVES = (
+    ("val/acc", "held-out accuracy"),
+    ("search/arch_loss", "architecture loss"),
+    ("search/weight_loss", "weight loss"),
+    ("landscape/hessian_eig", "dominant Hessian eigenvalue (alpha)"),
+    ("benchmark/cifar10_test", "anytime NB201 CIFAR-10 accuracy"),
+    ("skip_connections", "skip connections in the normal cell"),
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    rows: list[dict[str, str]] = field(default_factory=list)
+    genotypes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def seed(self) -> Any:
+        return self.summary.get("seed")
+
+    @property
+    def short_method(self) -> str:
+        return str(self.summary.get("method", "")).rsplit(".", 1)[-1]
+
+    def get(self, key: str) -> Any:
+        """A summary field (``dataset`` from the data description), else a dotted key of the resolved config."""
+        if key == "dataset":
+            return (self.summary.get("data") or {}).get("dataset")
+        if key == "method":
+            return self.short_method
+        if key == "space":
+            return str(self.summary.get("space")).split("(")[0]
+        if key in self.summary:
+            return self.summary[key]
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def final(self, key: str) -> Optional[float]:
+        """A final number of the run (percentages for accuracies in [0, 1])."""
+        metrics = self.summary.get("metrics") or {}
+        if key == "s_per_step":
+            steps = self.summary.get("search_steps") or self.summary.get("global_step")
+            return self.summary["wall_time_s"] / steps if steps and self.summary.get("wall_time_s") else None
+        if key == "wall_hours":
+            return self.summary["wall_time_s"] / 3600 if self.summary.get("wall_time_s") else None
+        if key == "num_parameters":
+            return self.summary.get("num_parameters")
+        value = metrics.get(key)
+        if value is None:
+            return None
+        return 100 * value if key.endswith("/acc") else value
+
+    def curve(self, key: str) -> dict[int, float]:
+        """Per epoch, the last value of ``key`` in metrics.csv (or the normal cell's skip connections)."""
+        if key == "skip_connections":
+            return {r["epoch"]: float(skip_count(r["genotype"])) for r in self.genotypes
+                    if skip_count(r["genotype"]) is not None}
+        out: dict[int, float] = {}
+        for r in self.rows:
+            if r.get(key) not in (None, "") and r.get("epoch") not in (None, ""):
+                out[int(r["epoch"])] = float(r[key])
+        return out
+
+
+def skip_count(genotype: dict[str, Any]) -> Optional[int]:
+    if "normal" in genotype:
+        return sum(1 for op, _ in genotype["normal"] if op == "skip_connect")
+    if "ops" in genotype:
+        return sum(1 for op in genotype["ops"] if op == "skip_connect")
+    return None
+
+
+def find_runs(paths: Iterable[Path]) -> list[Run]:
+    """Every run directory (one with a summary.json) at or below ``paths``, in path order."""
+    dirs: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if (p / "summary.json").is_file():
+            dirs.add(p.resolve())
+        dirs.update(s.parent.resolve() for s in p.rglob("summary.json"))
+    return [load_run(d) for d in sorted(dirs)]
+
+
+def load_run(path: Path) -> Run:
+    summary = json.loads((path / "summary.json").read_text())
+    config_file = path / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    rows: list[dict[str, str]] = []
+    if (path / "metrics.csv").is_file():
+        with (path / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+    genotypes: list[dict[str, Any]] = []
+    if (path / "genotypes.jsonl").is_file():
+        genotypes = [json.loads(line) for line in (path / "genotypes.jsonl").read_text().splitlines() if line]
+    return Run(path, summary, config or {}, rows, genotypes)
+
+
+def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        name = " | ".join(f"{run.get(k)}" for k in keys)
+        groups.setdefault(name, []).append(run)
+    return groups
+
+
+def mean_std(values: Sequence[float]) -> Optional[tuple[float, float, int]]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fmt_mean_std(stat: Optional[tuple[float, float, int]]) -> str:
+    if stat is None:
+        return "-"
+    mean, std, n = stat
+    digits = 0 if abs(mean) >= 1000 else (2 if abs(mean) >= 1 else 4)
+    return f"{mean:,.{digits}f}" if n == 1 else f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def best_run(runs: Sequence[Run], key: str = "val/acc") -> Optional[Run]:
+    scored = [r for r in runs if r.final(key) is not None]
+    return max(scored, key=lambda r: r.final(key)) if scored else None
