@@ -338,7 +338,7 @@ class NASCLI(LightningCLI):
     after_fit = after_validate = after_test = _print_run_dir
 
 
-USAGE = """usage: python -m lightning_nas {fit,validate,test,describe,report,ws-variance} ...
+USAGE = """usage: python -m lightning_nas {fit,validate,test,describe,report,protocol,ws-variance} ...
 
 lightning_nas: reproducible weight-sharing neural architecture search.
 
@@ -349,6 +349,7 @@ subcommands:
   test         the same on the test set
   describe     parameters, cost and cell shape of a genotype or a NAS-Bench-201 cell
   report       compare run directories: an offline HTML page and a Markdown summary (report RUN_DIR...)
+  protocol     a paper's protocol as one command: searches, selection, final retrainings, report (resumable)
   ws-variance  weight-sharing variance across runs: S-Tau between seeds, GT-Tau, TnR
 
 `python -m lightning_nas <subcommand> --help` lists a subcommand's options."""
@@ -433,6 +434,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from lightning_nas.describe import main as describe_main
 
         return describe_main(argv[1:])
+    if argv and argv[0] == "protocol":
+        from lightning_nas.protocol import main as protocol_main
+
+        return protocol_main(argv[1:])
     if argv and argv[0] == "report":
         from lightning_nas.reporting.report import main as report_main
 

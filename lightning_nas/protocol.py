@@ -1,0 +1,235 @@
+"""``python -m lightning_nas protocol --config protocol.yaml``: a paper's reproduction protocol as one command.
+
+A protocol file names the search config(s), the search seeds, the selection rule, the final retraining and its
+seeds, and the executor. The command expands it into ordinary ``fit`` runs, each its own run directory under
+``<root>/<protocol name>/`` (``search/<name>/seed<k>``, ``select/<name>_seed<k>/seed<s>``, ``final/seed<s>``), runs
+them stage by stage, and ends with ``report`` over the tree (``report.html``) and ``protocol.json`` (every run,
+the selection scores, the pick, the final mean ± std).
+
+Selection rules: ``benchmark`` (NAS-Bench-201 searches: the benchmark's CIFAR-10 accuracy of each search's final
+cell, from its summary) or ``retrain`` (a short retraining of each search's cell with ``selection.config``; the
+highest final held-out accuracy wins, as DARTS picks the best of 4 searches). The final stage retrains the picked
+cell once per final seed (DARTS space; leave ``final`` out for a benchmark-only protocol).
+
+Resumable: running the same command again skips finished runs (their summary.json exists), resumes interrupted
+ones from their checkpoints/last.ckpt, and restarts runs that died before writing a checkpoint.
+
+Executors: ``local`` runs ``parallel`` fits at a time on this machine (``threads`` torch threads each);
+``submitit-local`` and ``slurm`` submit each stage as a job array through submitit (one job per run; ``slurm``
+options such as ``slurm_partition``, ``gpus_per_node``, ``timeout_min`` pass to submitit's ``update_parameters``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from lightning_nas.errors import ConfigError, LightningNASError
+
+EXECUTORS = ("local", "submitit-local", "slurm")
+RULES = ("benchmark", "retrain")
+
+
+@dataclass
+class Job:
+    """One ``fit``: its stage, run name and seed, and the command-line arguments after ``fit``."""
+
+    stage: str
+    name: str
+    seed: int
+    args: list[str]
+    root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / self.name / f"seed{self.seed}"
+
+    def argv(self) -> list[str]:
+        argv = ["fit", *self.args, "--seed_everything", str(self.seed), "--run.root", str(self.root),
+                "--run.name", self.name, "--run.version", f"seed{self.seed}"]
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():  # interrupted: continue it where it lives
+            argv += ["--ckpt_path", str(last)]
+        return argv
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "summary.json").is_file()
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+
+@dataclass
+class Protocol:
+    name: str
+    root: Path
+    searches: list[dict[str, Any]]
+    search_seeds: list[int]
+    selection: dict[str, Any]
+    final: Optional[dict[str, Any]]
+    executor: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"protocol: {message}")
+
+
+def load_protocol(path: Path, root: Optional[str] = None) -> Protocol:
+    if not path.is_file():
+        raise ConfigError(f"protocol file {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    _require(isinstance(spec.get("searches"), list) and spec["searches"],
+             "`searches` must list at least one search ({name, config, args})")
+    for s in spec["searches"]:
+        _require(isinstance(s, dict) and "name" in s and "config" in s, f"a search needs a name and a config: {s}")
+        _require(Path(s["config"]).is_file(), f"search config {s['config']} does not exist")
+    seeds = spec.get("search_seeds") or [0]
+    selection = spec.get("selection") or {"rule": "benchmark"}
+    _require(selection.get("rule") in RULES, f"selection.rule must be one of {list(RULES)}, got "
+                                             f"{selection.get('rule')!r}")
+    if selection["rule"] == "retrain":
+        _require(Path(str(selection.get("config"))).is_file(), "selection.rule retrain needs selection.config, a "
+                                                               "retraining config that exists")
+    final = spec.get("final")
+    if final is not None:
+        _require(Path(str(final.get("config"))).is_file(), "final.config must be a retraining config that exists")
+    executor = spec.get("executor") or {}
+    _require(executor.get("kind", "local") in EXECUTORS, f"executor.kind must be one of {list(EXECUTORS)}")
+    return Protocol(spec.get("name") or path.stem, Path(root or spec.get("root") or "ckpt/protocols"),
+                    spec["searches"], [int(s) for s in seeds], selection, final, executor)
+
+
+# ---- running fits ----------------------------------------------------------------------------------------------
+def run_fit(argv: list[str], log: str, threads: int) -> int:
+    """One ``python -m lightning_nas fit ...`` in a subprocess (also what a submitit job runs)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    env.pop("LIGHTNING_NAS_RUN_DIR", None)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        return subprocess.run([sys.executable, "-m", "lightning_nas", *argv], stdout=out, stderr=subprocess.STDOUT,
+                              env=env).returncode
+
+
+def run_stage(jobs: list[Job], protocol: Protocol) -> None:
+    """Run the stage's unfinished jobs with the protocol's executor; refuse to go on if one fails."""
+    todo = [j for j in jobs if not j.finished]
+    for job in todo:  # died before its first checkpoint: start it again
+        if job.run_dir.exists() and not (job.run_dir / "checkpoints" / "last.ckpt").is_file():
+            shutil.rmtree(job.run_dir)
+    if not todo:
+        return
+    ex = protocol.executor
+    kind, threads = ex.get("kind", "local"), int(ex.get("threads", 1))
+    logs = [str(protocol.dir / "logs" / f"{j.name.replace('/', '_')}_seed{j.seed}.log") for j in todo]
+    print(f"protocol {protocol.name}: {todo[0].stage}: {len(todo)} run(s) with the {kind} executor", flush=True)
+    if kind == "local":
+        with ThreadPoolExecutor(int(ex.get("parallel", 1))) as pool:
+            codes = list(pool.map(lambda jl: run_fit(jl[0].argv(), jl[1], threads), zip(todo, logs)))
+    else:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=protocol.dir / "submitit",
+                                         cluster="local" if kind == "submitit-local" else "slurm")
+        options = (ex.get("slurm") or {}) if kind == "slurm" else {"timeout_min": 600}
+        executor.update_parameters(**options)
+        submitted = executor.map_array(run_fit, [j.argv() for j in todo], logs, [threads] * len(todo))
+        codes = [job.result() for job in submitted]
+    failed = [(j, log) for j, log, code in zip(todo, logs, codes) if code != 0 or not j.finished]
+    if failed:
+        raise LightningNASError(f"{len(failed)} run(s) failed, e.g. {failed[0][0].run_dir} (log: {failed[0][1]}); "
+                                "fix the cause and run the same command again: finished runs are kept")
+
+
+# ---- the protocol ----------------------------------------------------------------------------------------------
+def search_jobs(p: Protocol) -> list[Job]:
+    return [Job("search", f"search/{s['name']}", seed, ["--config", s["config"], *map(str, s.get("args", []))],
+                p.dir) for s in p.searches for seed in p.search_seeds]
+
+
+def selection_jobs(p: Protocol, searches: list[Job]) -> list[Job]:
+    sel = p.selection
+    return [Job("select", f"select/{j.name.split('/', 1)[1]}_seed{j.seed}", int(sel.get("seed", 0)),
+                ["--config", sel["config"], "--model.init_args.genotype", str(j.run_dir),
+                 *map(str, sel.get("args", []))], p.dir) for j in searches]
+
+
+def score(job: Job, rule: str) -> float:
+    metrics = job.summary().get("metrics") or {}
+    key = "benchmark/cifar10_test" if rule == "benchmark" else "val/acc"
+    if metrics.get(key) is None:
+        raise ConfigError(f"protocol: {job.run_dir} has no {key} to select by (rule {rule!r}: NB201 searches with the "
+                          "BenchmarkAccuracy callback for 'benchmark', a retraining config for 'retrain')")
+    return float(metrics[key])
+
+
+def run_protocol(p: Protocol) -> dict[str, Any]:
+    from lightning_nas.reporting.report import build, render_html, render_markdown
+    from lightning_nas.reporting.runs import fmt_mean_std, mean_std
+
+    searches = search_jobs(p)
+    run_stage(searches, p)
+    if p.selection["rule"] == "retrain":
+        judges = selection_jobs(p, searches)
+        run_stage(judges, p)
+    else:
+        judges = searches
+    scores = [score(j, p.selection["rule"]) for j in judges]
+    best = max(range(len(searches)), key=lambda k: (scores[k], -k))
+    picked = searches[best]
+    result: dict[str, Any] = {
+        "protocol": p.name, "selection_rule": p.selection["rule"],
+        "searches": [{"run": str(j.run_dir), "seed": j.seed, "score": s, "genotype": j.summary().get("genotype")}
+                     for j, s in zip(searches, scores)],
+        "picked": {"run": str(picked.run_dir), "seed": picked.seed, "genotype": picked.summary().get("genotype")}}
+    if p.final is not None:
+        finals = [Job("final", "final", int(seed), ["--config", p.final["config"], "--model.init_args.genotype",
+                                                    str(picked.run_dir), *map(str, p.final.get("args", []))], p.dir)
+                  for seed in p.final.get("seeds", [0])]
+        run_stage(finals, p)
+        accs = [100 * score(j, "retrain") for j in finals]
+        result["final"] = {"runs": [str(j.run_dir) for j in finals], "test_acc": accs,
+                           "test_acc_mean_std": fmt_mean_std(mean_std(accs))}
+    page = build([p.dir])
+    (p.dir / "report.html").write_text(render_html(page))
+    (p.dir / "report.md").write_text(render_markdown(page))
+    (p.dir / "protocol.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightning_nas protocol",
+                                     description="Run a reproduction protocol (searches, selection, final "
+                                                 "retrainings, report) from a protocol file; rerun to resume.")
+    parser.add_argument("--config", required=True, type=Path, help="the protocol file (experiments/protocols/)")
+    parser.add_argument("--root", default=None, help="where the protocol's runs go (default: the file's root)")
+    args = parser.parse_args(argv)
+    try:
+        protocol = load_protocol(args.config, args.root)
+        result = run_protocol(protocol)
+    except LightningNASError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    picked = result["picked"]
+    print(f"picked: search seed {picked['seed']} ({picked['run']}): {picked['genotype']}")
+    if "final" in result:
+        print(f"final retrainings: test accuracy {result['final']['test_acc_mean_std']} % over "
+              f"{len(result['final']['runs'])} seed(s)")
+    print(protocol.dir / "report.html")
+    return 0

@@ -1,0 +1,76 @@
+"""``protocol``: the tiny protocol end to end through submitit's local executor (a real one), its selection, the
+report at the end, and a rerun that resumes the interrupted run without redoing finished ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import REPO
+
+from lightning_nas.cli import main
+
+TINY_PROTOCOL = REPO / "experiments" / "protocols" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def protocol_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("protocol")
+    spec = yaml.safe_load(TINY_PROTOCOL.read_text())
+    spec["executor"]["kind"] = "submitit-local"
+    for s in spec["searches"]:
+        s["config"] = str(REPO / s["config"])
+    spec["selection"]["config"] = spec["final"]["config"] = str(REPO / "experiments" / "tiny" / "retrain.yaml")
+    path = tmp / "protocol.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["protocol", "--config", str(path), "--root", str(tmp / "runs")]) == 0
+    return path, tmp / "runs" / "tiny_protocol"
+
+
+def test_tiny_protocol_runs_every_stage_and_picks_by_the_selection(protocol_run):
+    _, root = protocol_run
+    result = json.loads((root / "protocol.json").read_text())
+    assert [s["seed"] for s in result["searches"]] == [1, 2]
+    selects = [json.loads((root / "select" / f"darts_seed{k}" / "seed0" / "summary.json").read_text())
+               for k in (1, 2)]
+    scores = [s["metrics"]["val/acc"] for s in selects]
+    assert [s["score"] for s in result["searches"]] == scores
+    assert result["picked"]["seed"] == (1 if scores[0] >= scores[1] else 2)
+    final = json.loads((root / "final" / "seed0" / "summary.json").read_text())
+    assert final["genotype"] == result["picked"]["genotype"]  # the final retraining trains the picked cell
+    assert len(result["final"]["test_acc"]) == 1
+    assert "data:image/png;base64," in (root / "report.html").read_text()
+    assert list((root / "submitit").glob("*")), "the stages went through submitit"
+
+
+def test_rerun_resumes_the_interrupted_run_and_keeps_finished_ones(protocol_run, tmp_path):
+    path, root = protocol_run
+    search_summaries = sorted((root / "search").rglob("summary.json"))
+    before = {p: p.stat().st_mtime_ns for p in search_summaries}
+    final = root / "final" / "seed0"
+    picked = json.loads((root / "protocol.json").read_text())["picked"]["run"]
+    shutil.rmtree(final)  # the final retraining stopped by SIGTERM after 2 of its 5 steps (last.ckpt, no summary)
+    stop = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": 2}}])
+    assert main(["fit", "--config", str(REPO / "experiments" / "tiny" / "retrain.yaml"), "--seed_everything", "0",
+                 "--run.root", str(root), "--run.name", "final", "--run.version", "seed0",
+                 "--model.init_args.genotype", picked, "--trainer.callbacks", stop]) == 143
+    assert (final / "checkpoints" / "last.ckpt").is_file() and not (final / "summary.json").exists()
+    spec = yaml.safe_load(path.read_text())
+    spec["executor"]["kind"] = "local"
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(spec))
+    assert main(["protocol", "--config", str(local), "--root", str(root.parent)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in search_summaries} == before  # finished runs not redone
+    summary = json.loads((final / "summary.json").read_text())
+    assert summary["resumed_from"] == str(final / "checkpoints" / "last.ckpt")
+    assert summary["global_step"] == 5 and summary["metrics"]["val/acc"] is not None
+
+
+def test_bad_protocol_is_refused_with_the_fix(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"searches": [{"name": "x", "config": "nope.yaml"}]}))
+    assert main(["protocol", "--config", str(bad)]) == 2
+    assert "search config nope.yaml does not exist" in capsys.readouterr().err
+    shutil.rmtree(tmp_path, ignore_errors=True)
