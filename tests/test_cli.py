@@ -284,6 +284,9 @@ def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch
     # the alpha slice's PNG is in the run directory and went to the wandb run as an image
     assert (run_dir / "landscape" / "slice_alpha_1d_epoch1.png").is_file()
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*/files/media/images/landscape/slice_alpha_1d*.png"))
+    # the report's figures of the run (cells, alpha heatmap, curves) in the run directory and on the wandb run
+    assert {"cells.png", "alpha.png", "val_acc.png"} <= {p.name for p in (run_dir / "figures").iterdir()}
+    assert list((tmp_path / "wb" / "wandb").glob("offline-run-*/files/media/images/figures/cells*.png"))
     # the resolved config reached wandb, one key per field, so runs can be grouped by any of them
     assert seen["model.class_path"] == "lightning_nas.methods.DARTS" and seen["model.init_args.order"] == 1
     assert seen["seed_everything"] == 2 and seen["trainer.max_epochs"] == 1 and seen["run.dir"] == str(run_dir)

@@ -70,3 +70,10 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert dom.count("<table") >= 2 and dom.count("<img") >= 9 and "lightning_nas comparison report" in dom
+
+
+def test_wandb_report_offline_says_it_needs_a_login(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["report", str(runs), "--wandb", "lightning_nas_tests", "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "needs W&B online" in err and "wandb login" in err and not (tmp_path / "r.html").exists()

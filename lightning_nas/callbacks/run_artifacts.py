@@ -103,6 +103,21 @@ class RunArtifacts(Callback):
                 k += 1
             path.rename(self.run_dir / f"summary.before-resume-{k}.json")
         path.write_text(json.dumps(summary, indent=2) + "\n")
+        self._wandb_figures(trainer)
+
+    def _wandb_figures(self, trainer: pl.Trainer) -> None:
+        """With a WandbLogger: the report's figures of this run (cells, alpha heatmap, curves) as PNGs in
+        ``<run>/figures/`` and as images of the W&B run."""
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or self.subcommand != "fit":
+            return
+        from lightning_nas.reporting.figures import write_run_figures
+
+        for name, png in write_run_figures(self.run_dir).items():
+            for logger in loggers:
+                logger.log_image(key=f"figures/{name}", images=[str(png)])
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module)

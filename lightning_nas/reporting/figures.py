@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 from matplotlib.figure import Figure
 
-from lightning_nas.reporting.runs import Run
+from lightning_nas.reporting.runs import CURVES, Run, load_run
 
 
 def data_uri(fig: Figure) -> str:
@@ -114,3 +115,23 @@ def cell_diagram(genotype: dict[str, Any]) -> Optional[str]:
         fig.tight_layout()
         return data_uri(fig)
     return None
+
+
+def write_run_figures(run_dir: Path) -> dict[str, Path]:
+    """One run's figures as PNG files in ``<run_dir>/figures/`` (what ``report`` shows for it): name -> path."""
+    run = load_run(run_dir)
+    uris: dict[str, Optional[str]] = {}
+    last = run.genotypes[-1] if run.genotypes else {}
+    if last:
+        uris["cells"] = cell_diagram(last.get("genotype", {}))
+        uris["alpha"] = alpha_heatmap(last)
+    for key, title in CURVES:
+        uris[key.replace("/", "_")] = curve_figure({run.short_method: [run]}, key, title)
+    out: dict[str, Path] = {}
+    for name, uri in uris.items():
+        if uri is not None:
+            path = run_dir / "figures" / f"{name}.png"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+            out[name] = path
+    return out

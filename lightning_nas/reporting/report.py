@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from jinja2 import Environment, select_autoescape
 
+from lightning_nas.errors import LightningNASError
 from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure
 from lightning_nas.reporting.runs import (
     CURVES,
@@ -131,14 +132,26 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                                                " the Markdown goes beside it)")
     parser.add_argument("--group-by", nargs="+", default=list(DEFAULT_GROUP_BY),
                         help="summary fields (method, space, dataset, seed) or dotted config keys")
+    parser.add_argument("--wandb", metavar="PROJECT", default=None,
+                        help="also create a W&B Report in PROJECT comparing the groups (needs a W&B login)")
+    parser.add_argument("--wandb-entity", default=None, help="the W&B entity of --wandb (default: yours)")
     args = parser.parse_args(argv)
     try:
+        if args.wandb:
+            from lightning_nas.reporting.wandb_report import check_login
+
+            check_login()  # before any work: offline or logged out, say so and write nothing
         page = build(args.runs, args.group_by)
-    except FileNotFoundError as err:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(render_html(page))
+        markdown = render_markdown(page)
+        args.out.with_suffix(".md").write_text(markdown)
+        print(args.out)
+        if args.wandb:
+            from lightning_nas.reporting.wandb_report import create_report
+
+            print(create_report(find_runs(args.runs), args.group_by, markdown, args.wandb, args.wandb_entity))
+    except (FileNotFoundError, LightningNASError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_html(page))
-    args.out.with_suffix(".md").write_text(render_markdown(page))
-    print(args.out)
     return 0
