@@ -2,14 +2,16 @@
 
 A protocol file names the search config(s), the search seeds, the selection rule, the final retraining and its
 seeds, and the executor. The command expands it into ordinary ``fit`` runs, each its own run directory under
-``<root>/<protocol name>/`` (``search/<name>/seed<k>``, ``select/<name>_seed<k>/seed<s>``, ``final/seed<s>``), runs
-them stage by stage, and ends with ``report`` over the tree (``report.html``) and ``protocol.json`` (every run,
-the selection scores, the pick, the final mean ± std).
+``<root>/<protocol name>/`` (``search/<name>/seed<k>``, ``select/<name>/search_seed<k>``, ``final/<name>/seed<s>``),
+runs them stage by stage, and ends with ``report`` over the tree (``report.html``, grouped by stage and method:
+the config key ``run.name``) and
+``protocol.json`` (per search entry: every run and its selection score, the pick, the final mean ± std).
 
 Selection rules: ``benchmark`` (NAS-Bench-201 searches: the benchmark's CIFAR-10 accuracy of each search's final
 cell, from its summary) or ``retrain`` (a short retraining of each search's cell with ``selection.config``; the
-highest final held-out accuracy wins, as DARTS picks the best of 4 searches). The final stage retrains the picked
-cell once per final seed (DARTS space; leave ``final`` out for a benchmark-only protocol).
+highest final held-out accuracy wins, as DARTS picks the best of 4 searches). Selection is per search entry, so
+one file compares methods. The final stage retrains each entry's picked cell once per final seed (DARTS space;
+leave ``final`` out for a benchmark-only protocol).
 
 Resumable: running the same command again skips finished runs (their summary.json exists), resumes interrupted
 ones from their checkpoints/last.ckpt, and restarts runs that died before writing a checkpoint.
@@ -49,14 +51,15 @@ class Job:
     seed: int
     args: list[str]
     root: Path
+    version: str = ""
 
     @property
     def run_dir(self) -> Path:
-        return self.root / self.name / f"seed{self.seed}"
+        return self.root / self.name / (self.version or f"seed{self.seed}")
 
     def argv(self) -> list[str]:
         argv = ["fit", *self.args, "--seed_everything", str(self.seed), "--run.root", str(self.root),
-                "--run.name", self.name, "--run.version", f"seed{self.seed}"]
+                "--run.name", self.name, "--run.version", self.run_dir.name]
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if last.is_file():  # interrupted: continue it where it lives
             argv += ["--ckpt_path", str(last)]
@@ -137,7 +140,7 @@ def run_stage(jobs: list[Job], protocol: Protocol) -> None:
         return
     ex = protocol.executor
     kind, threads = ex.get("kind", "local"), int(ex.get("threads", 1))
-    logs = [str(protocol.dir / "logs" / f"{j.name.replace('/', '_')}_seed{j.seed}.log") for j in todo]
+    logs = [str(protocol.dir / "logs" / f"{j.name.replace('/', '_')}_{j.run_dir.name}.log") for j in todo]
     print(f"protocol {protocol.name}: {todo[0].stage}: {len(todo)} run(s) with the {kind} executor", flush=True)
     if kind == "local":
         with ThreadPoolExecutor(int(ex.get("parallel", 1))) as pool:
@@ -165,9 +168,9 @@ def search_jobs(p: Protocol) -> list[Job]:
 
 def selection_jobs(p: Protocol, searches: list[Job]) -> list[Job]:
     sel = p.selection
-    return [Job("select", f"select/{j.name.split('/', 1)[1]}_seed{j.seed}", int(sel.get("seed", 0)),
+    return [Job("select", f"select/{j.name.split('/', 1)[1]}", int(sel.get("seed", 0)),
                 ["--config", sel["config"], "--model.init_args.genotype", str(j.run_dir),
-                 *map(str, sel.get("args", []))], p.dir) for j in searches]
+                 *map(str, sel.get("args", []))], p.dir, version=f"search_seed{j.seed}") for j in searches]
 
 
 def score(job: Job, rule: str) -> float:
@@ -180,6 +183,8 @@ def score(job: Job, rule: str) -> float:
 
 
 def run_protocol(p: Protocol) -> dict[str, Any]:
+    """Every stage, then the report. Selection and final retrainings are per search entry (per method), so one
+    protocol file compares methods: each gets its best-of-seeds cell and that cell's final accuracies."""
     from lightning_nas.reporting.report import build, render_html, render_markdown
     from lightning_nas.reporting.runs import fmt_mean_std, mean_std
 
@@ -190,23 +195,28 @@ def run_protocol(p: Protocol) -> dict[str, Any]:
         run_stage(judges, p)
     else:
         judges = searches
-    scores = [score(j, p.selection["rule"]) for j in judges]
-    best = max(range(len(searches)), key=lambda k: (scores[k], -k))
-    picked = searches[best]
-    result: dict[str, Any] = {
-        "protocol": p.name, "selection_rule": p.selection["rule"],
-        "searches": [{"run": str(j.run_dir), "seed": j.seed, "score": s, "genotype": j.summary().get("genotype")}
-                     for j, s in zip(searches, scores)],
-        "picked": {"run": str(picked.run_dir), "seed": picked.seed, "genotype": picked.summary().get("genotype")}}
-    if p.final is not None:
-        finals = [Job("final", "final", int(seed), ["--config", p.final["config"], "--model.init_args.genotype",
-                                                    str(picked.run_dir), *map(str, p.final.get("args", []))], p.dir)
-                  for seed in p.final.get("seeds", [0])]
-        run_stage(finals, p)
-        accs = [100 * score(j, "retrain") for j in finals]
-        result["final"] = {"runs": [str(j.run_dir) for j in finals], "test_acc": accs,
-                           "test_acc_mean_std": fmt_mean_std(mean_std(accs))}
-    page = build([p.dir])
+    scores = {j.run_dir: score(judge, p.selection["rule"]) for j, judge in zip(searches, judges)}
+    result: dict[str, Any] = {"protocol": p.name, "selection_rule": p.selection["rule"], "methods": {}}
+    finals: dict[str, list[Job]] = {}
+    for entry in p.searches:
+        own = [j for j in searches if j.name == f"search/{entry['name']}"]
+        picked = max(own, key=lambda j: (scores[j.run_dir], -j.seed))
+        result["methods"][entry["name"]] = {
+            "searches": [{"run": str(j.run_dir), "seed": j.seed, "score": scores[j.run_dir],
+                          "genotype": j.summary().get("genotype")} for j in own],
+            "picked": {"run": str(picked.run_dir), "seed": picked.seed, "genotype": picked.summary().get("genotype")}}
+        if p.final is not None:
+            finals[entry["name"]] = [
+                Job("final", f"final/{entry['name']}", int(seed), ["--config", p.final["config"],
+                    "--model.init_args.genotype", str(picked.run_dir), *map(str, p.final.get("args", []))], p.dir)
+                for seed in p.final.get("seeds", [0])]
+    if finals:
+        run_stage([j for jobs in finals.values() for j in jobs], p)
+        for name, jobs in finals.items():
+            accs = [100 * score(j, "retrain") for j in jobs]
+            result["methods"][name]["final"] = {"runs": [str(j.run_dir) for j in jobs], "test_acc": accs,
+                                                "test_acc_mean_std": fmt_mean_std(mean_std(accs))}
+    page = build([p.dir], ["run.name", "dataset"])
     (p.dir / "report.html").write_text(render_html(page))
     (p.dir / "report.md").write_text(render_markdown(page))
     (p.dir / "protocol.json").write_text(json.dumps(result, indent=1))
@@ -226,10 +236,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except LightningNASError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    picked = result["picked"]
-    print(f"picked: search seed {picked['seed']} ({picked['run']}): {picked['genotype']}")
-    if "final" in result:
-        print(f"final retrainings: test accuracy {result['final']['test_acc_mean_std']} % over "
-              f"{len(result['final']['runs'])} seed(s)")
+    for name, method in result["methods"].items():
+        picked = method["picked"]
+        line = f"{name}: picked search seed {picked['seed']} (score {max(s['score'] for s in method['searches']):.4g})"
+        if "final" in method:
+            line += (f"; final retrainings: test accuracy {method['final']['test_acc_mean_std']} % over "
+                     f"{len(method['final']['runs'])} seed(s)")
+        print(line)
     print(protocol.dir / "report.html")
     return 0

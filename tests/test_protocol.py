@@ -31,17 +31,19 @@ def protocol_run(tmp_path_factory):
 
 def test_tiny_protocol_runs_every_stage_and_picks_by_the_selection(protocol_run):
     _, root = protocol_run
-    result = json.loads((root / "protocol.json").read_text())
+    result = json.loads((root / "protocol.json").read_text())["methods"]["darts"]
     assert [s["seed"] for s in result["searches"]] == [1, 2]
-    selects = [json.loads((root / "select" / f"darts_seed{k}" / "seed0" / "summary.json").read_text())
+    selects = [json.loads((root / "select" / "darts" / f"search_seed{k}" / "summary.json").read_text())
                for k in (1, 2)]
     scores = [s["metrics"]["val/acc"] for s in selects]
     assert [s["score"] for s in result["searches"]] == scores
     assert result["picked"]["seed"] == (1 if scores[0] >= scores[1] else 2)
-    final = json.loads((root / "final" / "seed0" / "summary.json").read_text())
+    final = json.loads((root / "final" / "darts" / "seed0" / "summary.json").read_text())
     assert final["genotype"] == result["picked"]["genotype"]  # the final retraining trains the picked cell
     assert len(result["final"]["test_acc"]) == 1
-    assert "data:image/png;base64," in (root / "report.html").read_text()
+    html = (root / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert all(f"<h2>{stage}/darts | digits</h2>" in html for stage in ("search", "select", "final"))
     assert list((root / "submitit").glob("*")), "the stages went through submitit"
 
 
@@ -49,12 +51,12 @@ def test_rerun_resumes_the_interrupted_run_and_keeps_finished_ones(protocol_run,
     path, root = protocol_run
     search_summaries = sorted((root / "search").rglob("summary.json"))
     before = {p: p.stat().st_mtime_ns for p in search_summaries}
-    final = root / "final" / "seed0"
-    picked = json.loads((root / "protocol.json").read_text())["picked"]["run"]
+    final = root / "final" / "darts" / "seed0"
+    picked = json.loads((root / "protocol.json").read_text())["methods"]["darts"]["picked"]["run"]
     shutil.rmtree(final)  # the final retraining stopped by SIGTERM after 2 of its 5 steps (last.ckpt, no summary)
     stop = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": 2}}])
     assert main(["fit", "--config", str(REPO / "experiments" / "tiny" / "retrain.yaml"), "--seed_everything", "0",
-                 "--run.root", str(root), "--run.name", "final", "--run.version", "seed0",
+                 "--run.root", str(root), "--run.name", "final/darts", "--run.version", "seed0",
                  "--model.init_args.genotype", picked, "--trainer.callbacks", stop]) == 143
     assert (final / "checkpoints" / "last.ckpt").is_file() and not (final / "summary.json").exists()
     spec = yaml.safe_load(path.read_text())
@@ -74,3 +76,12 @@ def test_bad_protocol_is_refused_with_the_fix(tmp_path, capsys):
     assert main(["protocol", "--config", str(bad)]) == 2
     assert "search config nope.yaml does not exist" in capsys.readouterr().err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "protocols").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_protocol_loads(path, monkeypatch):
+    from lightning_nas.protocol import load_protocol, search_jobs
+
+    monkeypatch.chdir(REPO)  # config paths in protocol files are relative to the repository
+    protocol = load_protocol(path)
+    assert search_jobs(protocol) and protocol.selection["rule"] in ("benchmark", "retrain")
