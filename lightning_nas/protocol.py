@@ -16,7 +16,8 @@ leave ``final`` out for a benchmark-only protocol).
 Resumable: running the same command again skips finished runs (their summary.json exists), resumes interrupted
 ones from their checkpoints/last.ckpt, and restarts runs that died before writing a checkpoint.
 
-Executors: ``local`` runs ``parallel`` fits at a time on this machine (``threads`` torch threads each);
+Executors: ``local`` runs ``parallel`` fits at a time on this machine (``threads`` torch threads each), or with
+``gpus: [0, 1, ...]`` one fit per listed GPU at a time (each pinned by CUDA_VISIBLE_DEVICES);
 ``submitit-local`` and ``slurm`` submit each stage as a job array through submitit (one job per run; ``slurm``
 options such as ``slurm_partition``, ``gpus_per_node``, ``timeout_min`` pass to submitit's ``update_parameters``).
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -119,11 +121,14 @@ def load_protocol(path: Path, root: Optional[str] = None) -> Protocol:
 
 
 # ---- running fits ----------------------------------------------------------------------------------------------
-def run_fit(argv: list[str], log: str, threads: int) -> int:
-    """One ``python -m lightning_nas fit ...`` in a subprocess (also what a submitit job runs)."""
+def run_fit(argv: list[str], log: str, threads: int, gpu: Optional[str] = None) -> int:
+    """One ``python -m lightning_nas fit ...`` in a subprocess (also what a submitit job runs); ``gpu`` pins it to
+    one GPU (CUDA_VISIBLE_DEVICES)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     env.pop("LIGHTNING_NAS_RUN_DIR", None)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         return subprocess.run([sys.executable, "-m", "lightning_nas", *argv], stdout=out, stderr=subprocess.STDOUT,
@@ -143,8 +148,21 @@ def run_stage(jobs: list[Job], protocol: Protocol) -> None:
     logs = [str(protocol.dir / "logs" / f"{j.name.replace('/', '_')}_{j.run_dir.name}.log") for j in todo]
     print(f"protocol {protocol.name}: {todo[0].stage}: {len(todo)} run(s) with the {kind} executor", flush=True)
     if kind == "local":
-        with ThreadPoolExecutor(int(ex.get("parallel", 1))) as pool:
-            codes = list(pool.map(lambda jl: run_fit(jl[0].argv(), jl[1], threads), zip(todo, logs)))
+        gpus = [str(g) for g in ex.get("gpus") or []]
+        free: queue.Queue = queue.Queue()
+        for g in gpus:
+            free.put(g)
+
+        def one(job_log: tuple[Job, str]) -> int:
+            gpu = free.get() if gpus else None  # one fit per GPU at a time
+            try:
+                return run_fit(job_log[0].argv(), job_log[1], threads, gpu)
+            finally:
+                if gpu is not None:
+                    free.put(gpu)
+
+        with ThreadPoolExecutor(len(gpus) or int(ex.get("parallel", 1))) as pool:
+            codes = list(pool.map(one, zip(todo, logs)))
     else:
         import submitit
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,3 +86,37 @@ def test_every_shipped_protocol_loads(path, monkeypatch):
     monkeypatch.chdir(REPO)  # config paths in protocol files are relative to the repository
     protocol = load_protocol(path)
     assert search_jobs(protocol) and protocol.selection["rule"] in ("benchmark", "retrain")
+
+
+def test_local_executor_pins_one_fit_per_gpu(monkeypatch, tmp_path):
+    """With ``gpus``, every fit gets its own CUDA_VISIBLE_DEVICES and no GPU runs two fits at once."""
+    import threading
+    import time
+
+    import lightning_nas.protocol as protocol
+
+    running: dict[str, int] = {}
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def fake_run_fit(argv, log, threads, gpu=None):  # records the pinning instead of training
+        with lock:
+            running[gpu] = running.get(gpu, 0) + 1
+            assert running[gpu] == 1, f"GPU {gpu} got two fits"
+            seen.append(gpu)
+        time.sleep(0.05)
+        with lock:
+            running[gpu] -= 1
+        def value(flag: str) -> str:
+            return argv[argv.index(flag) + 1]
+
+        run_dir = Path(value("--run.root")) / value("--run.name") / value("--run.version")
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(protocol, "run_fit", fake_run_fit)
+    p = protocol.Protocol("p", tmp_path, [{"name": "a", "config": "x.yaml"}], [1, 2, 3, 4, 5], {"rule": "benchmark"},
+                          None, {"kind": "local", "gpus": [0, 1]})
+    protocol.run_stage(protocol.search_jobs(p), p)
+    assert len(seen) == 5 and set(seen) <= {"0", "1"}
