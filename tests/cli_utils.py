@@ -62,3 +62,18 @@ def assert_same_weights(a_ckpt: Path, b_ckpt: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def run_two_process_ddp(config: Path, tmp_path: Path, probe: str, *args: str
+                        ) -> tuple[subprocess.CompletedProcess, Path]:
+    """``fit`` with 2 CPU DDP processes and the recorder callback ``tests.probes.<probe>`` writing under a prefix;
+    returns (the finished process, the prefix)."""
+    import json
+
+    prefix = tmp_path / "probe"
+    callbacks = json.dumps([{"class_path": f"tests.probes.{probe}", "init_args": {"prefix": str(prefix)}}])
+    proc = run_subprocess("fit", "--config", str(config), "--run.root", str(tmp_path / "runs"), "--trainer.strategy",
+                          "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.callbacks",
+                          callbacks, *args, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, prefix

@@ -16,6 +16,7 @@ from cli_utils import (
     assert_same_weights,
     run_in_process,
     run_subprocess,
+    run_two_process_ddp,
     uninterrupted_and_resumed,
     weights,
 )
@@ -173,12 +174,7 @@ DDP_CONFIGS = [TINY1, TINY2, REPO / "experiments" / "tiny" / "na_darts.yaml",
 @pytest.mark.parametrize("config", DDP_CONFIGS, ids=["darts-order1", "darts-order2", "na_darts", "sdarts_adv",
                                                      "darts-nb201"])
 def test_ddp_two_cpu_processes_keep_identical_alphas(config, tmp_path):
-    prefix = tmp_path / "alpha"
-    probe = json.dumps([{"class_path": "tests.probes.AlphaRecorder", "init_args": {"prefix": str(prefix)}}])
-    proc = run_subprocess("fit", "--config", str(config), "--run.root", str(tmp_path / "runs"),
-                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-                          "--trainer.callbacks", probe, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, prefix = run_two_process_ddp(config, tmp_path, "AlphaRecorder")
     assert "sync_dist" not in proc.stderr  # values identical on every rank are logged without the warning
     rank0 = [json.loads(line) for line in Path(f"{prefix}.rank0.jsonl").read_text().splitlines()]
     rank1 = [json.loads(line) for line in Path(f"{prefix}.rank1.jsonl").read_text().splitlines()]

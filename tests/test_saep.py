@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_utils import assert_same_weights, run_in_process, run_subprocess, uninterrupted_and_resumed, weights
+from cli_utils import assert_same_weights, run_in_process, run_two_process_ddp, uninterrupted_and_resumed, weights
 from conftest import REPO
 
 from lightning_nas.analysis.diversity import normalized_mi, pairwise_disagreement, tdac, variation_of_information
@@ -151,12 +151,7 @@ def test_official_masking_keeps_pruned_members_in_evaluation(tmp_path, capsys):
 
 
 def test_ddp_two_cpu_processes_keep_members_and_mixture_weights_identical(tmp_path):
-    prefix = tmp_path / "state"
-    probe = json.dumps([{"class_path": "tests.probes.StateRecorder", "init_args": {"prefix": str(prefix)}}])
-    proc = run_subprocess("fit", "--config", str(TINY_SAEP), "--run.root", str(tmp_path / "runs"),
-                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-                          "--trainer.callbacks", probe, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, prefix = run_two_process_ddp(TINY_SAEP, tmp_path, "StateRecorder")
     for epoch in range(3):
         r0, r1 = (torch.load(Path(f"{prefix}.rank{r}.epoch{epoch}.pt")) for r in (0, 1))
         assert r0.keys() == r1.keys() and any(k.startswith("members.") for k in r0)
