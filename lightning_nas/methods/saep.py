@@ -83,16 +83,17 @@ class Candidate(nn.Module):
 class EnsembleDescription:
     """What ``genotype.json`` and the summary record for SAEP: the ensemble's members and mixture weights."""
 
-    def __init__(self, members: list[SubnetSpec], weights: list[float], included: list[bool]):
-        self.members, self.weights, self.included = members, weights, included
+    def __init__(self, members: list[SubnetSpec], weights: list[float], in_training: list[bool]):
+        self.members, self.weights, self.in_training = members, weights, in_training
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": [{**asdict(m), "weight": w, "in_evaluation": inc}
-                            for m, w, inc in zip(self.members, self.weights, self.included)]}
+        """Every member counts in evaluation (paper pruning deletes members; official pruning masks them in
+        training only)."""
+        return {"members": [{**asdict(m), "weight": w, "in_training": t, "in_evaluation": True}
+                            for m, w, t in zip(self.members, self.weights, self.in_training)]}
 
     def to_text(self) -> str:
-        parts = [f"depth {m.depth} (it. {m.iteration}) x {w:.3f}"
-                 for m, w, inc in zip(self.members, self.weights, self.included) if inc]
+        parts = [f"depth {m.depth} (it. {m.iteration}) x {w:.3f}" for m, w in zip(self.members, self.weights)]
         return f"ensemble of {len(parts)}: " + ", ".join(parts) if parts else "empty ensemble"
 
 
@@ -142,8 +143,7 @@ class SAEP(NASModule):
         self.member_specs: list[SubnetSpec] = []
         self.register_buffer("ensemble_weights", torch.zeros(0))
         self.register_buffer("ensemble_bias", torch.zeros(num_classes))
-        self.in_training: list[bool] = []  # member masks for the candidates' ensembles
-        self.in_eval: list[bool] = []
+        self.in_training: list[bool] = []  # member mask of the candidates' ensembles (official pruning)
         self.candidates = nn.ModuleList()
         self.candidate_specs: list[SubnetSpec] = []
         self.iteration = 0
@@ -163,13 +163,12 @@ class SAEP(NASModule):
         return f"NetworkCIFAR-ensemble(C={self.channels}; cells {'; '.join(c.to_text() for c in self.cells)})"
 
     def genotype(self) -> EnsembleDescription:
-        return EnsembleDescription(self.member_specs, self.ensemble_weights.tolist(), self.in_eval)
+        return EnsembleDescription(self.member_specs, self.ensemble_weights.tolist(), self.in_training)
 
     @property
     def num_parameters(self) -> int:
         """Parameters of the evaluated ensemble (its members and mixture weights)."""
-        nets = [m for m, inc in zip(self.members, self.in_eval) if inc]
-        return sum(count_parameters(m) for m in nets) + len(nets) + self.num_classes
+        return sum(count_parameters(m) for m in self.members) + len(self.members) + self.num_classes
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One optimizer whose parameter group is replaced by each iteration's candidates (fresh state, as a new
@@ -238,9 +237,8 @@ class SAEP(NASModule):
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.ensemble_bias.expand(len(x), -1)
-        for h, w in zip(self._member_logits(x, self.in_eval), self.ensemble_weights):
-            if h is not None:
-                logits = logits + w * h
+        for h, w in zip(self._member_logits(x, [True] * len(self.members)), self.ensemble_weights):
+            logits = logits + w * h
         return logits
 
     # ---- training ----------------------------------------------------------------------------------------
@@ -286,22 +284,25 @@ class SAEP(NASModule):
                 dist.broadcast(b, src=0)
 
     # ---- the end of an iteration -------------------------------------------------------------------------
-    def _fixed_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def on_fit_start(self) -> None:
+        """The fixed batches of selection, pruning (training images) and diversity (held-out images), on the
+        device, built once: the same every iteration and on every rank."""
         dm = self.trainer.datamodule
-        return dm.device_batches(dm.fixed_train_batches(n), self.trainer)
+        self._select_batches = dm.device_batches(dm.fixed_train_batches(self.selection_batches), self.trainer)
+        self._prune_batches = dm.device_batches(dm.fixed_train_batches(self.pruning_batches), self.trainer)
+        self._diversity_batches = dm.device_batches(dm.fixed_val_batches(self.pruning_batches), self.trainer)
 
     def _finish_iteration(self) -> None:
         self._broadcast_candidate_buffers()
         self.candidates.eval()
-        choose = self._fixed_batches(self.selection_batches)
-        scores = []
+        losses = [0.0] * len(self.candidates)
         with torch.no_grad():
-            for cand, spec in zip(self.candidates, self.candidate_specs):
-                loss = 0.0
-                for x, y in choose:
-                    members = self._member_logits(x, self.in_training)
-                    loss += float(F.cross_entropy(self._candidate_ensemble(cand, members, cand.net(x)[0]), y))
-                scores.append(loss / len(choose) + float(self._penalty(cand.mixture, spec)))
+            for x, y in self._select_batches:
+                members = self._member_logits(x, self.in_training)  # once per batch, for every candidate
+                for k, cand in enumerate(self.candidates):
+                    losses[k] += float(F.cross_entropy(self._candidate_ensemble(cand, members, cand.net(x)[0]), y))
+        scores = [loss / len(self._select_batches) + float(self._penalty(cand.mixture, spec))
+                  for loss, cand, spec in zip(losses, self.candidates, self.candidate_specs)]
         best = min(range(len(scores)), key=scores.__getitem__)
         chosen, spec = self.candidates[best], self.candidate_specs[best]
         for p in chosen.net.parameters():
@@ -311,7 +312,6 @@ class SAEP(NASModule):
         self.ensemble_weights = chosen.mixture.detach().clone()
         self.ensemble_bias = chosen.bias.detach().clone()
         self.in_training.append(True)
-        self.in_eval.append(True)
         self.best_depth = spec.depth
         record = {"iteration": self.iteration, "selected": asdict(spec), "candidate_objectives": scores}
         record.update(self._prune())
@@ -322,47 +322,35 @@ class SAEP(NASModule):
         self._build_candidates()  # the next iteration's (never trained when this was the last)
 
     def _prune(self) -> dict[str, Any]:
-        """Apply the criterion to the members (all of them with official masking, the remaining ones otherwise)."""
-        batches = self._fixed_batches(self.pruning_batches)
+        """Apply the criterion to all members: paper pruning deletes the pruned ones (they cost nothing
+        afterwards), official pruning masks them in the next iteration's training ensembles."""
+        batches = self._prune_batches
         y = torch.cat([b[1] for b in batches])
-        candidates = list(range(len(self.members))) if not self.prune_in_eval else \
-            [j for j, inc in enumerate(self.in_eval) if inc]
         self.members.eval()
         with torch.no_grad():
-            logits = torch.stack([torch.cat([self.members[j](x)[0] for x, _ in batches]) for j in candidates])
-        probs = self.ensemble_weights[candidates].view(-1, 1, 1) * logits.softmax(-1)
+            logits = torch.stack([torch.cat([m(x)[0] for x, _ in batches]) for m in self.members])
+        probs = self.ensemble_weights.view(-1, 1, 1) * logits.softmax(-1)
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.iteration, PRUNE_STREAM))
-        kept_local = select_members(self.pruning, probs, y, g, self.pap_rule, self.pie_lambda)
-        kept = [candidates[k] for k in kept_local]
-        pruned = [j for j in candidates if j not in kept]
+        kept = select_members(self.pruning, probs, y, g, self.pap_rule, self.pie_lambda)
+        pruned = [j for j in range(len(self.members)) if j not in kept]
         record = {"kept": [self.member_specs[j].iteration for j in kept],
                   "pruned": [self.member_specs[j].iteration for j in pruned]}
         if self.prune_in_eval:
-            for j in pruned:
-                self.in_training[j] = self.in_eval[j] = False
-            self._drop_removed()
+            self.members = nn.ModuleList(self.members[j] for j in kept)
+            self.member_specs = [self.member_specs[j] for j in kept]
+            self.ensemble_weights = self.ensemble_weights[kept].clone()
+            self.in_training = [True] * len(kept)
         else:
             self.in_training = [j in kept for j in range(len(self.members))]
         return record
 
-    def _drop_removed(self) -> None:
-        """Delete members pruned for good (paper mode): they cost nothing afterwards."""
-        keep = [j for j, inc in enumerate(self.in_eval) if inc]
-        self.members = nn.ModuleList(self.members[j] for j in keep)
-        self.member_specs = [self.member_specs[j] for j in keep]
-        self.ensemble_weights = self.ensemble_weights[keep].clone()
-        self.in_training = [True] * len(keep)
-        self.in_eval = [True] * len(keep)
-
     # ---- metrics -----------------------------------------------------------------------------------------
     def _diversity(self) -> dict[str, float]:
         """Diversity of the evaluated ensemble's members on the fixed held-out batches (argmax predictions)."""
-        dm = self.trainer.datamodule
-        batches = dm.device_batches(dm.fixed_val_batches(self.pruning_batches), self.trainer)
-        nets = [m for m, inc in zip(self.members, self.in_eval) if inc]
+        batches = self._diversity_batches
         self.members.eval()
         with torch.no_grad():
-            preds = torch.cat([torch.stack([m(x)[0].argmax(-1) for m in nets]) for x, _ in batches], 1)
+            preds = torch.cat([torch.stack([m(x)[0].argmax(-1) for m in self.members]) for x, _ in batches], 1)
         y = torch.cat([b[1] for b in batches])
         return diversity_report(preds.cpu().numpy(), y.cpu().numpy())
 
@@ -370,7 +358,7 @@ class SAEP(NASModule):
         last = self.history[-1] if self.history else None
         if last is None or last["iteration"] != self.current_epoch:
             return
-        self.log_replicated("saep/ensemble_size", float(sum(self.in_eval)))
+        self.log_replicated("saep/ensemble_size", float(len(self.members)))
         self.log_replicated("saep/members_in_training", float(sum(self.in_training)))
         self.log_replicated("saep/pruned", float(len(last["pruned"])))
         self.log_replicated("saep/selected_depth", float(last["selected"]["depth"]))
@@ -380,7 +368,7 @@ class SAEP(NASModule):
 
     def summary_extras(self) -> dict[str, Any]:
         return {"iterations": self.history, "ensemble": self.genotype().to_dict(),
-                "ensemble_size": sum(self.in_eval), "pruning": self.pruning, "pap_rule": self.pap_rule,
+                "ensemble_size": len(self.members), "pruning": self.pruning, "pap_rule": self.pap_rule,
                 "prune_in_eval": self.prune_in_eval}
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
@@ -390,7 +378,7 @@ class SAEP(NASModule):
             "iteration": self.iteration, "step_in_iteration": self.step_in_iteration, "best_depth": self.best_depth,
             "history": self.history,
             "members": [asdict(s) for s in self.member_specs], "candidates": [asdict(s) for s in self.candidate_specs],
-            "in_training": self.in_training, "in_eval": self.in_eval}
+            "in_training": self.in_training}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -403,7 +391,7 @@ class SAEP(NASModule):
         self.members = nn.ModuleList(self._subnet(s) for s in self.member_specs)
         for p in self.members.parameters():
             p.requires_grad_(False)
-        self.in_training, self.in_eval = list(state["in_training"]), list(state["in_eval"])
+        self.in_training = list(state["in_training"])
         self.ensemble_weights = torch.zeros(len(self.member_specs))
         self.candidate_specs = [SubnetSpec(**s) for s in state["candidates"]]
         self.candidates = nn.ModuleList(Candidate(self._subnet(s), self._candidate_mixture(), self._candidate_bias())
