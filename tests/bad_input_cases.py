@@ -114,6 +114,10 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("landscape slice without the centre on its grid", [*c, f"{T}callbacks", "[{class_path: lightning_nas."
                                                             "callbacks.LossLandscapeSlice, init_args: {points: 4}}]"],
          "points must be odd"),
+        ("landscape slice whose centre is off its grid",
+         [*c, f"{T}callbacks",
+          "[{class_path: lightning_nas.callbacks.LossLandscapeSlice, init_args: {span: [-0.5, 1]}}]"],
+         "span must be symmetric"),
         ("unknown run.monitor", [*c, "--run.monitor", "val/accuracy", f"{T}max_epochs", "1"], "val/accuracy"),
     ]
 

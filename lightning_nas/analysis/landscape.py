@@ -143,14 +143,19 @@ def landscape_slice(logits_fn: LogitsFn, loss_fn: LossFn, params: Sequence[torch
     return rows
 
 
-def sharpness(rows: Sequence[dict[str, float]]) -> float:
-    """The largest rise of the loss over the slice's centre (a scale-free sharpness of a filter-normalised
-    slice: Li et al. compare landscapes by eye; this number lets a table do it). Needs the origin on the grid."""
+def centre_loss(rows: Sequence[dict[str, float]]) -> float:
+    """The loss at the slice's origin (it must be on the grid: an odd number of points over a symmetric span)."""
     centre = [r["loss"] for r in rows if all(abs(v) < 1e-12 for k, v in r.items() if k.startswith("x"))]
     if not centre:
         raise ValueError("the slice's grid does not contain the origin (use an odd number of points)")
-    rises = [r["loss"] - centre[0] for r in rows if math.isfinite(r["loss"])]
-    return max(rises)
+    return centre[0]
+
+
+def sharpness(rows: Sequence[dict[str, float]]) -> float:
+    """The largest rise of the loss over the slice's centre (a scale-free sharpness of a filter-normalised
+    slice: Li et al. compare landscapes by eye; this number lets a table do it). Needs the origin on the grid."""
+    centre = centre_loss(rows)
+    return max(r["loss"] - centre for r in rows if math.isfinite(r["loss"]))
 
 
 def plot_slice(rows: Sequence[dict[str, float]], path: Path, title: str = "",

@@ -22,13 +22,13 @@ from __future__ import annotations
 import copy
 import csv
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.callbacks.probes import run_dir
 from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
@@ -139,7 +139,7 @@ class DisturbanceProbe(Callback):
             drops = [r["drop"] for r in rows if r["k"] == k]
             log_replicated(pl_module, f"disturbance/drop_k{k}", sum(drops) / len(drops))
         if trainer.is_global_zero:
-            path = Path(trainer.log_dir or trainer.default_root_dir) / CSV_NAME
+            path = run_dir(trainer) / CSV_NAME
             new = not path.exists()
             with open(path, "a", newline="") as f:
                 writer = csv.writer(f)

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.landscape import BNMode, batch_gradients, bn_mode, gradient_variance
 from lightning_nas.callbacks.probes import Split, Target, analysis_probe, check_choice, probe_batches
-from lightning_nas.callbacks.schedule import analysis_due
+from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.errors import ConfigError
 
 OWNER = "GradientVariance"
@@ -50,7 +50,7 @@ class GradientVariance(Callback):
             return gradient_variance(batch_gradients(probe.logits_fn, probe.loss_fn, probe.params, self.batches))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not analysis_due(trainer, self.every_n_epochs):
+        if not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         variance, mean_sq = self.compute(pl_module)
         self.history.append((trainer.current_epoch, variance, mean_sq))

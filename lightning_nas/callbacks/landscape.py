@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.landscape import BNMode, bn_mode
 from lightning_nas.callbacks.probes import Split, Target, analysis_probe, check_choice, probe_batches
-from lightning_nas.callbacks.schedule import analysis_due
+from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.errors import ConfigError
 
 OWNER = "HessianEigenvalue"
@@ -89,7 +89,7 @@ class HessianEigenvalue(Callback):
             return dominant_eigenvalue(loss_fn, probe.params, self.iterations, self.tol, g, self.weight_decay)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not analysis_due(trainer, self.every_n_epochs):
+        if not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         eig, iters = self.compute(pl_module)
         self.history.append((trainer.current_epoch, eig))

@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import Callback
 from lightning_nas.analysis.landscape import (
     BNMode,
     bn_mode,
+    centre_loss,
     filter_normalized_direction,
     grid,
     landscape_slice,
@@ -39,7 +40,7 @@ from lightning_nas.callbacks.probes import (
     probe_batches,
     run_dir,
 )
-from lightning_nas.callbacks.schedule import analysis_due
+from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.errors import ConfigError
 
 OWNER = "LossLandscapeSlice"
@@ -71,15 +72,15 @@ class LossLandscapeSlice(Callback):
             raise ConfigError(f"{OWNER}: dims must be 1 or 2, got {dims}")
         if points < 3 or points % 2 == 0:
             raise ConfigError(f"{OWNER}: points must be odd and >= 3 (the centre on the grid), got {points}")
-        if not span[0] < 0 < span[1]:
-            raise ConfigError(f"{OWNER}: span must contain 0 strictly inside, got {tuple(span)}")
+        if not span[0] < 0 < span[1] or span[0] != -span[1]:
+            # the slice's centre (the trained weights) must be a grid point: sharpness is measured from it
+            raise ConfigError(f"{OWNER}: span must be symmetric around 0, e.g. [-1, 1], got {tuple(span)}")
         if num_batches < 1 or (every_n_epochs is not None and every_n_epochs < 1):
             raise ConfigError(f"{OWNER}: num_batches and every_n_epochs must be >= 1")
         self.target, self.dims, self.points, self.span = target, dims, points, (float(span[0]), float(span[1]))
         self.num_batches, self.batch_size, self.split, self.bn_mode = num_batches, batch_size, split, bn_mode
         self.gradient_variance, self.every_n_epochs, self.seed = gradient_variance, every_n_epochs, seed
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.results: list[dict] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         analysis_probe(pl_module, self.target, OWNER)  # refuse a method or target it cannot analyse, up front
@@ -94,13 +95,11 @@ class LossLandscapeSlice(Callback):
                                    grid(self.points, self.span, self.dims), self.batches, self.gradient_variance)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not analysis_due(trainer, self.every_n_epochs):
+        if not every_nth_or_last_epoch(trainer, self.every_n_epochs):
             return
         rows = self.compute(pl_module)
         epoch = trainer.current_epoch
-        sharp = sharpness(rows)
-        centre = min(rows, key=lambda r: sum(abs(v) for k, v in r.items() if k.startswith("x")))["loss"]
-        self.results.append({"epoch": epoch, "sharpness": sharp, "centre_loss": centre, "rows": rows})
+        sharp, centre = sharpness(rows), centre_loss(rows)
         key = f"landscape/slice_{self.target}"
         pl_module.log_replicated(f"{key}_sharpness", sharp)
         pl_module.log_replicated(f"{key}_centre_loss", centre)

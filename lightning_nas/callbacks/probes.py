@@ -21,7 +21,6 @@ Split = Literal["heldout", "train"]
 @dataclass
 class AnalysisProbe:
     net: nn.Module
-    names: list[str]
     params: list[nn.Parameter]
     logits_fn: Callable[[torch.Tensor], torch.Tensor]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,8 +38,8 @@ def analysis_probe(pl_module: pl.LightningModule, target: str, owner: str) -> An
     named = pl_module.analysis_parameters(target)
     if not named:
         raise ConfigError(f"{owner}: {type(pl_module).__name__} has no {target} parameters to analyse")
-    return AnalysisProbe(pl_module.analysis_network(), [n for n, _ in named], [p for _, p in named],
-                         pl_module.analysis_logits, pl_module.loss)
+    return AnalysisProbe(pl_module.analysis_network(), [p for _, p in named], pl_module.analysis_logits,
+                         pl_module.loss)
 
 
 def probe_batches(trainer: pl.Trainer, split: str, n: int, batch_size: int | None, owner: str

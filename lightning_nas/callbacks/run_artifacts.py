@@ -110,14 +110,13 @@ class RunArtifacts(Callback):
         ``<run>/figures/`` and as images of the W&B run."""
         from pytorch_lightning.loggers import WandbLogger
 
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or self.subcommand != "fit":
+        if self.subcommand != "fit" or not any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
             return
+        from lightning_nas.callbacks.probes import log_image
         from lightning_nas.reporting.figures import write_run_figures
 
         for name, png in write_run_figures(self.run_dir).items():
-            for logger in loggers:
-                logger.log_image(key=f"figures/{name}", images=[str(png)])
+            log_image(trainer, f"figures/{name}", png)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module)

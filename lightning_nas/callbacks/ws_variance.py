@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
@@ -28,6 +27,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.ws_variance import CSV_FIELDS, CSV_NAME, kendall_tau, mean_std, top_n_rank
+from lightning_nas.callbacks.probes import run_dir
 from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
@@ -144,7 +144,7 @@ class WeightSharingVariance(Callback):
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: str, accs: list[float]) -> None:
         if not trainer.is_global_zero:
             return
-        path = Path(trainer.log_dir or trainer.default_root_dir) / CSV_NAME
+        path = run_dir(trainer) / CSV_NAME
         new = not path.exists()
         groups = self._groups(pl_module)
         with open(path, "a", newline="") as f:
