@@ -1,6 +1,7 @@
-"""The report's figures, drawn with matplotlib's object API (no pyplot state) and inlined as PNG data URIs, so
-the HTML opens offline: curves over epochs (mean with a min-max band over a group's runs), alpha heatmaps
-(softmax per edge and op at the last epoch) and cell diagrams (a DARTS cell pair or a NAS-Bench-201 cell).
+"""The report's figures, drawn with matplotlib's object API (no pyplot state) as PNG bytes, which ``data_uri``
+inlines so the HTML opens offline and ``write_run_figures`` writes as files: curves over epochs (mean with a
+min-max band over a group's runs), alpha heatmaps (softmax per edge and op at the last epoch) and cell diagrams
+(a DARTS cell pair or a NAS-Bench-201 cell).
 
 Cell diagrams are drawn with matplotlib too: graphviz is the usual tool but needs a system binary that pip cannot
 install, and a cell has at most seven nodes, which a fixed left-to-right layout draws legibly.
@@ -19,13 +20,18 @@ from matplotlib.figure import Figure
 from lightning_nas.reporting.runs import CURVES, Run, load_run
 
 
-def data_uri(fig: Figure) -> str:
+def png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
-def curve_figure(groups: dict[str, list[Run]], key: str, title: str) -> Optional[str]:
+def data_uri(png_bytes: bytes) -> str:
+    """A PNG inlined in HTML (no file, no network)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
+
+
+def curve_figure(groups: dict[str, list[Run]], key: str, title: str) -> Optional[bytes]:
     """Mean over each group's runs per epoch, with the min-max band; None when no run logged ``key``."""
     fig = Figure(figsize=(5.2, 3.2))
     ax = fig.add_subplot()
@@ -48,10 +54,10 @@ def curve_figure(groups: dict[str, list[Run]], key: str, title: str) -> Optional
     ax.set(xlabel="epoch", title=title)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    return data_uri(fig)
+    return png(fig)
 
 
-def alpha_heatmap(record: dict[str, Any]) -> Optional[str]:
+def alpha_heatmap(record: dict[str, Any]) -> Optional[bytes]:
     """softmax(alpha) per edge (rows) and op (columns) of every cell type, from a genotypes.jsonl record."""
     alphas = record.get("alpha_softmax")
     if not alphas:
@@ -66,7 +72,7 @@ def alpha_heatmap(record: dict[str, Any]) -> Optional[str]:
         ax.set_title(f"{cell} (epoch {record.get('epoch', 0) + 1})", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    return data_uri(fig)
+    return png(fig)
 
 
 def _draw_dag(ax: Any, nodes: Sequence[str], edges: Sequence[tuple[int, int, str]], title: str) -> None:
@@ -94,7 +100,7 @@ def _draw_dag(ax: Any, nodes: Sequence[str], edges: Sequence[tuple[int, int, str
     ax.axis("off")
 
 
-def cell_diagram(genotype: dict[str, Any]) -> Optional[str]:
+def cell_diagram(genotype: dict[str, Any]) -> Optional[bytes]:
     """A DARTS genotype's normal and reduction cells, or a NAS-Bench-201 cell; None for anything else."""
     if "normal" in genotype:
         fig = Figure(figsize=(11, 3.8))
@@ -106,32 +112,32 @@ def cell_diagram(genotype: dict[str, Any]) -> Optional[str]:
             edges += [(c, len(nodes) - 1, "") for c in genotype.get(f"{cell}_concat", [])]
             _draw_dag(fig.add_subplot(1, 2, k + 1), nodes, edges, f"{cell} cell")
         fig.tight_layout()
-        return data_uri(fig)
+        return png(fig)
     if genotype.get("space") == "nb201" and "ops" in genotype:
         fig = Figure(figsize=(5, 2.8))
         pairs = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]  # the arch string's edge order
         edges = [(s, d, op) for (s, d), op in zip(pairs, genotype["ops"]) if op != "none"]
         _draw_dag(fig.add_subplot(), ["in", "1", "2", "out"], edges, "NAS-Bench-201 cell")
         fig.tight_layout()
-        return data_uri(fig)
+        return png(fig)
     return None
 
 
 def write_run_figures(run_dir: Path) -> dict[str, Path]:
     """One run's figures as PNG files in ``<run_dir>/figures/`` (what ``report`` shows for it): name -> path."""
     run = load_run(run_dir)
-    uris: dict[str, Optional[str]] = {}
+    figures: dict[str, Optional[bytes]] = {}
     last = run.genotypes[-1] if run.genotypes else {}
     if last:
-        uris["cells"] = cell_diagram(last.get("genotype", {}))
-        uris["alpha"] = alpha_heatmap(last)
+        figures["cells"] = cell_diagram(last.get("genotype", {}))
+        figures["alpha"] = alpha_heatmap(last)
     for key, title in CURVES:
-        uris[key.replace("/", "_")] = curve_figure({run.short_method: [run]}, key, title)
+        figures[key.replace("/", "_")] = curve_figure({run.short_method: [run]}, key, title)
     out: dict[str, Path] = {}
-    for name, uri in uris.items():
-        if uri is not None:
+    for name, image in figures.items():
+        if image is not None:
             path = run_dir / "figures" / f"{name}.png"
             path.parent.mkdir(exist_ok=True)
-            path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+            path.write_bytes(image)
             out[name] = path
     return out

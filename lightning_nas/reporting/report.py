@@ -19,7 +19,7 @@ from typing import Any, Optional
 from jinja2 import Environment, select_autoescape
 
 from lightning_nas.errors import LightningNASError
-from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure
+from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure, data_uri
 from lightning_nas.reporting.runs import (
     CURVES,
     DEFAULT_GROUP_BY,
@@ -69,12 +69,13 @@ mean ± std over a group's runs; the best run is named with its seed, not report
 
 def _run_view(run: Run) -> dict[str, Any]:
     last = run.genotypes[-1] if run.genotypes else {}
-    config = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file() else ""
+    cells = cell_diagram(last.get("genotype", {})) if last else None
+    alpha = alpha_heatmap(last) if last else None
     return {"seed": run.seed, "path": str(run.path), "genotype": run.summary.get("genotype") or "-",
-            "cells": cell_diagram(last.get("genotype", {})) if last else None,
-            "alpha": alpha_heatmap(last) if last else None, "git": run.summary.get("git_revision"),
+            "cells": cells and data_uri(cells), "alpha": alpha and data_uri(alpha),
+            "git": run.summary.get("git_revision"),
             "versions": ", ".join(f"{k} {v}" for k, v in (run.summary.get("versions") or {}).items()),
-            "config": config}
+            "config": run.config_text}
 
 
 def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, Any]:
@@ -91,13 +92,13 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
             if stat is not None:
                 metrics.append({"label": label, "value": fmt_mean_std(stat), "n": stat[2]})
         best = best_run(members)
-        curves = [{"title": title, "uri": uri} for key, title in CURVES
-                  if (uri := curve_figure({name: members}, key, title)) is not None]
+        curves = [{"title": title, "uri": data_uri(image)} for key, title in CURVES
+                  if (image := curve_figure({name: members}, key, title)) is not None]
         views.append({"name": name, "metrics": metrics, "curves": curves, "runs": [_run_view(r) for r in members],
                       "best": None if best is None else {"seed": best.seed, "path": str(best.path),
                                                          "value": f"{best.final('val/acc'):.2f} %"}})
-    overlays = [{"title": title, "uri": uri} for key, title in CURVES
-                if len(groups) > 1 and (uri := curve_figure(groups, key, title)) is not None]
+    overlays = [{"title": title, "uri": data_uri(image)} for key, title in CURVES
+                if len(groups) > 1 and (image := curve_figure(groups, key, title)) is not None]
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),

@@ -40,6 +40,7 @@ class Run:
     path: Path
     summary: dict[str, Any]
     config: dict[str, Any]
+    config_text: str = ""
     rows: list[dict[str, str]] = field(default_factory=list)
     genotypes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -117,7 +118,7 @@ def find_runs(paths: Iterable[Path]) -> list[Run]:
 def load_run(path: Path) -> Run:
     summary = json.loads((path / "summary.json").read_text())
     config_file = path / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    config_text = config_file.read_text() if config_file.is_file() else ""
     rows: list[dict[str, str]] = []
     if (path / "metrics.csv").is_file():
         with (path / "metrics.csv").open() as f:
@@ -125,7 +126,7 @@ def load_run(path: Path) -> Run:
     genotypes: list[dict[str, Any]] = []
     if (path / "genotypes.jsonl").is_file():
         genotypes = [json.loads(line) for line in (path / "genotypes.jsonl").read_text().splitlines() if line]
-    return Run(path, summary, config or {}, rows, genotypes)
+    return Run(path, summary, yaml.safe_load(config_text) or {}, config_text, rows, genotypes)
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, list[Run]]:
