@@ -203,7 +203,7 @@ def score(job: Job, rule: str) -> float:
 def run_protocol(p: Protocol) -> dict[str, Any]:
     """Every stage, then the report. Selection and final retrainings are per search entry (per method), so one
     protocol file compares methods: each gets its best-of-seeds cell and that cell's final accuracies."""
-    from lightning_nas.reporting.report import build, render_html, render_markdown
+    from lightning_nas.reporting.report import write_report
     from lightning_nas.reporting.runs import fmt_mean_std, mean_std
 
     searches = search_jobs(p)
@@ -234,9 +234,7 @@ def run_protocol(p: Protocol) -> dict[str, Any]:
             accs = [100 * score(j, "retrain") for j in jobs]
             result["methods"][name]["final"] = {"runs": [str(j.run_dir) for j in jobs], "test_acc": accs,
                                                 "test_acc_mean_std": fmt_mean_std(mean_std(accs))}
-    page = build([p.dir], ["run.name", "dataset"])
-    (p.dir / "report.html").write_text(render_html(page))
-    (p.dir / "report.md").write_text(render_markdown(page))
+    write_report([p.dir], p.dir / "report.html", ["run.name", "dataset"])
     (p.dir / "protocol.json").write_text(json.dumps(result, indent=1))
     return result
 

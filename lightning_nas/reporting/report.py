@@ -102,7 +102,7 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
-            "groups": views}
+            "groups": views, "run_dirs": [str(r.path) for r in runs]}
 
 
 def render_html(page: dict[str, Any]) -> str:
@@ -124,6 +124,17 @@ def render_markdown(page: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(paths: Sequence[Path], out: Path, group_by: Sequence[str] = DEFAULT_GROUP_BY
+                 ) -> tuple[dict[str, Any], str]:
+    """Build the page, write the HTML to ``out`` and the Markdown beside it; returns (page, Markdown)."""
+    page = build(paths, group_by)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(page))
+    markdown = render_markdown(page)
+    out.with_suffix(".md").write_text(markdown)
+    return page, markdown
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightning_nas report",
                                      description="Compare run directories: an offline HTML report and a Markdown "
@@ -142,16 +153,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             from lightning_nas.reporting.wandb_report import check_login
 
             check_login()  # before any work: offline or logged out, say so and write nothing
-        page = build(args.runs, args.group_by)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(render_html(page))
-        markdown = render_markdown(page)
-        args.out.with_suffix(".md").write_text(markdown)
+        page, markdown = write_report(args.runs, args.out, args.group_by)
         print(args.out)
         if args.wandb:
             from lightning_nas.reporting.wandb_report import create_report
 
-            print(create_report(find_runs(args.runs), args.group_by, markdown, args.wandb, args.wandb_entity))
+            print(create_report(page["run_dirs"], args.group_by, markdown, args.wandb, args.wandb_entity))
     except (FileNotFoundError, LightningNASError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import os
 from typing import Any, Optional
 
 from lightning_nas.errors import LightningNASError
-from lightning_nas.reporting.runs import CURVES, Run
+from lightning_nas.reporting.runs import CURVES
 
 #: our grouping keys as W&B config keys (the CLI logs the resolved config flattened with dots)
 WANDB_KEYS = {"method": "config.model.class_path", "dataset": "config.data.init_args.dataset",
@@ -29,13 +29,13 @@ def check_login() -> None:
                                 "try again; the HTML report needs none")
 
 
-def create_report(runs: list[Run], group_by: list[str], markdown: str, project: str,
+def create_report(run_dirs: list[str], group_by: list[str], markdown: str, project: str,
                   entity: Optional[str] = None) -> str:
     """Save the W&B Report and return its URL."""
     check_login()
     import wandb_workspaces.reports.v2 as wr
 
-    dirs = ", ".join(repr(str(r.path)) for r in runs)
+    dirs = ", ".join(repr(d) for d in run_dirs)
     runset = wr.Runset(entity=entity or "", project=project, name="lightning_nas runs",
                        filters=f"Config('run.dir') in [{dirs}]",
                        groupby=[WANDB_KEYS.get(k, f"config.{k}") for k in group_by])
@@ -43,7 +43,7 @@ def create_report(runs: list[Run], group_by: list[str], markdown: str, project: 
                                      groupby_rangefunc="minmax") for key, title in CURVES if key != "skip_connections"]
     kwargs = {"entity": entity} if entity else {}
     report = wr.Report(project=project, title="lightning_nas comparison report", **kwargs,
-                       description=f"{len(runs)} runs grouped by {' x '.join(group_by)}",
+                       description=f"{len(run_dirs)} runs grouped by {' x '.join(group_by)}",
                        blocks=[wr.MarkdownBlock(text=markdown), wr.PanelGrid(runsets=[runset], panels=panels)])
     report.save()
     return report.url
