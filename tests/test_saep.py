@@ -39,6 +39,7 @@ def test_mi_vi_and_disagreement_equal_the_definitions():
     lam = 0.5
     assert tdac(a, b, y, lam) == pytest.approx(lam * variation_of_information(a, b)
                                                + (1 - lam) * (normalized_mi(a, y) + normalized_mi(b, y)) / 2)
+    assert tdac(a, a.copy(), y, lam) == 0.0  # the official code: identical predictions add no diversity
     preds = np.array([[0, 1, 1, 2], [0, 1, 2, 2], [1, 1, 1, 2]])
     # pairs: (0,1) 1/4, (0,2) 1/4, (1,2) 2/4 -> mean 1/3
     assert pairwise_disagreement(preds) == pytest.approx(1 / 3)

@@ -8,7 +8,7 @@ eustomaqua/SAEP ``data_entropy.py``), with scikit-learn's mutual-information sco
 - VI(X, Y) = 1 - I(X; Y) / H(X, Y), the normalised variation of information (``mutual_info_score`` over the joint
   entropy of the contingency table); 0 for identical predictions;
 - TDAC(h_i, h_j) = lambda VI(h_i, h_j) + (1 - lambda) (MI(h_i, y) + MI(h_j, y)) / 2, the pairwise objective of
-  PIE's greedy selection (0 for a member with itself, as the official code).
+  PIE's greedy selection (0 for two members with identical predictions, as the official code's X == Y test).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def variation_of_information(a: Sequence[int], b: Sequence[int]) -> float:
     return float(1.0 - mutual_info_score(a, b) / joint)
 
 
-def tdac(a: Sequence[int], b: Sequence[int], y: Sequence[int], lam: float, same: bool = False) -> float:
-    if same:
+def tdac(a: Sequence[int], b: Sequence[int], y: Sequence[int], lam: float) -> float:
+    """0 for identical predictions (the official ``if X == Y: return 0.0``: a duplicate adds no diversity)."""
+    if np.array_equal(_labels(a), _labels(b)):
         return 0.0
     return lam * variation_of_information(a, b) + (1 - lam) * (normalized_mi(a, y) + normalized_mi(b, y)) / 2
 
