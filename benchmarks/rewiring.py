@@ -18,7 +18,6 @@ epoch) in ``--root``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ws_variance import run_all  # noqa: E402
 
+from lightning_nas.reporting.runs import load_run  # noqa: E402
 from lightning_nas.search_spaces.darts import PUBLISHED  # noqa: E402
 from lightning_nas.search_spaces.darts.cell_shape import cell_depth, cell_width  # noqa: E402
 from lightning_nas.search_spaces.darts.genotype import Genotype  # noqa: E402
@@ -65,15 +65,15 @@ def command(genotype: Genotype, name: str, seed: int, args: argparse.Namespace) 
 
 
 def read_run(run: Path, threshold: float) -> dict[str, Any]:
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    r = load_run(run)
 
     def series(key: str) -> list[float]:
-        by_epoch = {int(r["epoch"]): float(r[key]) for r in rows if r.get(key)}
+        by_epoch = r.curve(key)  # the last value logged in each epoch
         return [by_epoch[e] for e in sorted(by_epoch)]
 
     loss = series("train/loss")
     variance = series("landscape/grad_variance_weights")
-    summary = json.loads((run / "summary.json").read_text())["metrics"]
+    summary = r.summary["metrics"]
     below = [e + 1 for e, v in enumerate(loss) if v <= threshold]
     return {"loss": loss, "variance": variance, "auc": statistics.fmean(loss), "final_loss": loss[-1],
             "epochs_to_threshold": below[0] if below else None, "test_acc": 100 * summary["val/acc"],

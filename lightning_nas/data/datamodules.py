@@ -240,11 +240,11 @@ class ClassificationDataModule(InMemoryDataModule):
         return self.data.train
 
     def train_dataloader(self) -> ResumableLoader:
-        return self._loader(self.data.train, {"train": torch.arange(len(self.data.train))}, self.batch_size, True,
-                            True)
+        train = self._training_split()
+        return self._loader(train, {"train": torch.arange(len(train))}, self.batch_size, True, True)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._eval_loader(self.data.test)
+        return self._eval_loader(self._heldout())
 
 
 class _RepeatedBatch(IterableDataset):
