@@ -453,6 +453,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # discrete searches (NASWOT, REA, ...) have nothing to optimise
     warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
+    # a discrete search's step is one whole evaluation: the checkpoint after it is the state to resume from
+    warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
     # a resumed run writes its own run directory: the old checkpoint's directory is not reloaded, by design
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
     # validate / test read a checkpoint and write none, so the fit's checkpoint callbacks are deliberately absent

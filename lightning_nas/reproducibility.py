@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 _PACKAGES = ("lightning_nas", "torch", "pytorch-lightning", "torchmetrics", "jsonargparse", "numpy", "wandb",
-             "scikit-learn")
+             "scikit-learn", "scipy", "botorch", "gpytorch")
 
 
 def library_versions() -> dict[str, str]:

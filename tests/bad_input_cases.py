@@ -17,6 +17,9 @@ TINY_NB201 = str(REPO / "experiments" / "tiny" / "darts_nb201.yaml")
 TINY_SP = str(REPO / "experiments" / "tiny" / "single_path_nb201.yaml")
 TINY_REA = str(REPO / "experiments" / "tiny" / "rea_nb201.yaml")
 TINY_RETRAIN = str(REPO / "experiments" / "tiny" / "retrain.yaml")
+TINY_DISTILL = str(REPO / "experiments" / "tiny" / "distill_nb201.yaml")
+TINY_MFKD = str(REPO / "experiments" / "tiny" / "mfkd_nb201.yaml")
+TINY_BO = str(REPO / "experiments" / "tiny" / "bo_nb201.yaml")
 M, D, T = "--model.init_args.", "--data.init_args.", "--trainer."
 UNKNOWN_OP = ("Genotype(normal=[('conv_9x9', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
               "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
@@ -119,6 +122,18 @@ def _cases() -> list[tuple[str, list[str], str]]:
           "[{class_path: lightning_nas.callbacks.LossLandscapeSlice, init_args: {span: [-0.5, 1]}}]"],
          "span must be symmetric"),
         ("unknown run.monitor", [*c, "--run.monitor", "val/accuracy", f"{T}max_epochs", "1"], "val/accuracy"),
+        ("KD without a teacher", ["--config", TINY_DISTILL], "set model.teacher"),
+        ("KD teacher file missing", ["--config", TINY_DISTILL, f"{M}teacher", str(tmp / "missing.ckpt")],
+         "teacher_nb201.yaml"),
+        ("KD teacher not a checkpoint", ["--config", TINY_DISTILL, f"{M}teacher", str(tmp / "text.ckpt")],
+         "cannot be read"),
+        ("KD alpha 2", ["--config", TINY_DISTILL, f"{M}loss.init_args.alpha", "2"], "alpha in [0, 1]"),
+        ("unknown NB201 op in a trained cell", ["--config", TINY_DISTILL, f"{M}arch",
+                                                "|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "conv_9x9"),
+        ("MF-KD budget below one high-fidelity evaluation", ["--config", TINY_MFKD, f"{M}budget_epochs", "5"],
+         "raise model.budget_epochs"),
+        ("MF-KD without images", ["--config", TINY_MFKD, f"{D}dataset", "null"], "set data.init_args.dataset"),
+        ("BO initial points > budget", ["--config", TINY_BO, f"{M}initial_points", "20"], "initial_points"),
     ]
 
 

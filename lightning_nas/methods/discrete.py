@@ -9,6 +9,9 @@ architecture with a training-free proxy on one batch and keeps the best score; t
 chosen cell is then only reported. The incumbent (best fitness so far, the first on ties) is ``genotype()``,
 so ``genotype.json`` and the ``BenchmarkAccuracy`` callback see it after every epoch.
 
+Subclasses change ``fitness`` (how a cell is scored) or ``evaluate`` (one whole evaluation: the multi-fidelity
+search in ``mf_kd`` records low-fidelity evaluations, which never become the incumbent).
+
 Every draw comes from a generator seeded by (seed, evaluation number), and proxy networks are initialised from
 one as well: the same seed gives the same search on any device, and a resumed run continues exactly. They run
 in one process (a table lookup or one batch per step gains nothing from DDP; more than one device is refused).
@@ -97,16 +100,20 @@ class DiscreteSearch(NASModule):
         if n == 0:
             self.prepare(batch)
         g = torch.Generator().manual_seed(mix_seed(self.seed, n, 11))
-        arch = self.strategy.ask(g)
-        fit = self.fitness(arch, batch, g)
-        self.strategy.tell(arch, fit)
-        self.history.append({"step": n, "arch": arch.to_string(), "index": self.benchmark.index(arch),
-                             "fitness": fit})
-        if math.isfinite(fit):  # NASWOT gives -inf to cells whose kernel is singular
-            self.log("search/fitness", fit, on_step=False, on_epoch=True, batch_size=1)
+        self.history.append({"step": n, **self.evaluate(n, batch, g)})
         self._count_step()
         if n + 1 >= self.budget:
             self.trainer.should_stop = True
+
+    def evaluate(self, n: int, batch: dict, g: torch.Generator) -> dict[str, Any]:
+        """Evaluation ``n``: ask the strategy, score the cell, tell the strategy; returns its history record
+        (``arch``, ``index``, ``fitness``; a record with ``fidelity: low`` never becomes the incumbent)."""
+        arch = self.strategy.ask(g)
+        fit = self.fitness(arch, batch, g)
+        self.strategy.tell(arch, fit)
+        if math.isfinite(fit):  # NASWOT gives -inf to cells whose kernel is singular
+            self.log("search/fitness", fit, on_step=False, on_epoch=True, batch_size=1)
+        return {"arch": arch.to_string(), "index": self.benchmark.index(arch), "fitness": fit}
 
     def _count_step(self) -> None:
         """Lightning's global step counts optimizer steps, and a discrete search steps none: each evaluation is
@@ -119,6 +126,8 @@ class DiscreteSearch(NASModule):
     def incumbent(self) -> Optional[dict[str, Any]]:
         best = None
         for rec in self.history:
+            if rec.get("fidelity", "high") != "high":
+                continue
             if best is None or rec["fitness"] > best["fitness"]:
                 best = rec
         return best
@@ -161,9 +170,10 @@ class DiscreteSearch(NASModule):
 
     def summary_extras(self) -> dict[str, Any]:
         best = self.incumbent()
-        trajectory, top = [], -math.inf
+        trajectory: list[Optional[float]] = []
+        top, acc = -math.inf, None
         for rec in self.history:  # the oracle accuracy of the incumbent after each evaluation
-            if rec["fitness"] > top or not trajectory:
+            if rec.get("fidelity", "high") == "high" and (acc is None or rec["fitness"] > top):
                 top, acc = rec["fitness"], self.benchmark.accuracy(rec["index"], self.dataset)
             trajectory.append(acc)
         return {"evaluated": len(self.history),

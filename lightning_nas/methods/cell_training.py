@@ -1,0 +1,268 @@
+"""Train one discrete network (a NAS-Bench-201 cell network or a DARTS evaluation network) with a configurable
+loss: cross-entropy, Hinton KD or NST from a trained teacher (MF-KD's low-fidelity training, Trofimov et al.,
+arXiv 2006.08341, Sec. 3). The same LightningModule trains the teacher first (``loss`` cross-entropy, more epochs);
+its ``checkpoints/last.ckpt`` is then the ``teacher`` of a distilled training or of the MF-KD search.
+
+Optimiser defaults are NAS-Bench-201's training recipe (Dong & Yang, ICLR 2020, Sec. 2.3): SGD with Nesterov
+momentum 0.9, lr 0.1, weight decay 5e-4, cosine to 0, no gradient clipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from lightning_nas.errors import CheckpointError, ConfigError
+from lightning_nas.methods.common import NASModule, build_optimizer
+from lightning_nas.methods.distill_losses import CrossEntropy, DistillationLoss, Outputs
+from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_parameters
+from lightning_nas.search_spaces.darts.genotype import Genotype
+from lightning_nas.search_spaces.darts.resolve import load_genotype
+from lightning_nas.search_spaces.nb201.arch import NB201Arch, load_arch
+from lightning_nas.search_spaces.nb201.network import NB201Network
+
+Space = Literal["nb201", "darts"]
+NB201_SGD = {"class_path": "torch.optim.SGD",
+             "init_args": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
+
+
+def resolve_arch(space: str, spec: Union[str, int, NB201Arch, Genotype]) -> Union[NB201Arch, Genotype]:
+    """An NB201 cell (arch string, index, genotype.json, run dir) or a DARTS genotype (published name, ...)."""
+    if space == "nb201":
+        return load_arch(spec)  # type: ignore[arg-type]
+    if space == "darts":
+        return spec if isinstance(spec, Genotype) else load_genotype(str(spec))
+    raise ConfigError(f"unknown search space {space!r}: use 'nb201' or 'darts'")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything that builds a trained network again (stored in the checkpoint: a teacher is rebuilt from it).
+
+    ``layers``: cells per stage for NB201 (the benchmark: 5), cells in all for DARTS (the paper: 20)."""
+
+    space: str
+    arch: str
+    channels: int
+    layers: int
+    num_classes: int
+    in_channels: int
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.layers < (1 if self.space == "nb201" else 3):
+            raise ConfigError(f"model.channels must be >= 1 and model.layers >= 1 (NB201: cells per stage) or >= 3 "
+                              f"(DARTS: cells in all), got {self.channels}, {self.layers}")
+
+    def build(self) -> CellNetwork:
+        return CellNetwork(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CellNetwork(nn.Module):
+    """The space's discrete network; ``forward(x, features=True)`` also returns the output of each stage (the
+    last cell before each reduction and the last cell), which NST compares. DARTS: no auxiliary head."""
+
+    def __init__(self, spec: NetworkSpec):
+        super().__init__()
+        self.spec = spec
+        arch = resolve_arch(spec.space, spec.arch)
+        if spec.space == "nb201":
+            self.net: nn.Module = NB201Network(arch, spec.num_classes, spec.in_channels, spec.channels, spec.layers)
+            n = spec.layers
+            stage_ends = [self.net.layers[i] for i in (n - 1, 2 * n, 3 * n + 1)]
+        else:
+            self.net = NetworkCIFAR(arch, spec.channels, spec.num_classes, spec.layers, auxiliary=False,
+                                    in_channels=spec.in_channels)
+            cells, k = self.net.cells, spec.layers
+            stage_ends = [cells[i] for i in (k // 3 - 1, 2 * k // 3 - 1, k - 1)]
+        self._captured: Optional[list[torch.Tensor]] = None
+        for module in stage_ends:
+            module.register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if self._captured is not None:
+            self._captured.append(output)
+
+    def forward(self, x: torch.Tensor, features: bool = False) -> Outputs:
+        self._captured = [] if features else None
+        try:
+            out = self.net(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            return Outputs(logits, self._captured or [])
+        finally:
+            self._captured = None
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.net)
+
+
+class Teacher:
+    """A trained network, frozen: eval mode, no gradients, never a submodule of the student's LightningModule (so
+    it is neither trained, checkpointed nor switched to train mode by Lightning)."""
+
+    def __init__(self, network: CellNetwork, source: str):
+        self.network, self.source = network.eval(), source
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path]) -> Teacher:
+        """The network of a ``TrainCell`` run's checkpoint (``<run>/checkpoints/last.ckpt``)."""
+        path = Path(path)
+        fix = ("train the teacher first with `python -m lightning_nas fit --config experiments/mf_kd/"
+               "teacher_nb201.yaml` and pass its <run dir>/checkpoints/last.ckpt as model.teacher")
+        if not path.is_file():
+            raise CheckpointError(f"teacher checkpoint {path} does not exist: {fix}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, corrupt, or not a PyTorch file
+            raise CheckpointError(f"teacher checkpoint {path} cannot be read ({type(err).__name__}): {fix}") from None
+        meta = ckpt.get("lightning_nas", {}) if isinstance(ckpt, dict) else {}
+        if "network" not in meta:
+            method = meta.get("method", "not lightning_nas")
+            raise CheckpointError(f"teacher checkpoint {path} was written by {method}, which stores no trained network "
+                                  f"a teacher can be rebuilt from: {fix}")
+        network = NetworkSpec(**meta["network"]).build()
+        state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        network.load_state_dict(state)
+        return cls(network, str(path))
+
+    @property
+    def spec(self) -> NetworkSpec:
+        return self.network.spec
+
+    def check_student(self, space: str, num_classes: Optional[int], needs_features: bool) -> None:
+        """Refuse a teacher whose outputs the student's loss cannot be compared with."""
+        t = self.spec
+        if num_classes is not None and t.num_classes != num_classes:
+            raise ConfigError(f"the teacher ({self.source}) has {t.num_classes} classes and the student "
+                              f"{num_classes}: train the teacher on the student's dataset")
+        if needs_features and t.space != space:
+            raise ConfigError(f"NST compares stage features: the teacher is a {t.space} network and the student a "
+                              f"{space} one; train a teacher in the student's space")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, features: bool = False) -> Outputs:
+        first = next(self.network.parameters())
+        if first.device != x.device:
+            self.network.to(x.device)
+        self.network.eval()
+        return self.network(x, features=features)
+
+
+def distillation_loss(student: CellNetwork, teacher: Optional[Teacher], loss_fn: DistillationLoss,
+                      x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training forward: the student's outputs, the teacher's (no grad, eval mode) when the loss needs them,
+    the loss. Returns (loss, student logits). Shared by ``TrainCell`` and the search's low-fidelity loop."""
+    out = student(x, features=loss_fn.needs_features)
+    t_out = teacher(x, features=loss_fn.needs_features) if loss_fn.needs_teacher and teacher is not None else None
+    return loss_fn(out, t_out, y), out.logits
+
+
+def load_teacher(path: Optional[str], loss_fn: DistillationLoss, space: str,
+                 num_classes: Optional[int]) -> Optional[Teacher]:
+    """The teacher a loss needs (None when it needs none); refuses a missing one."""
+    if not loss_fn.needs_teacher:
+        return None
+    if not path:
+        raise ConfigError(f"model.loss {loss_fn.describe()} distils from a teacher: set model.teacher to a trained "
+                          "network's checkpoint (fit experiments/mf_kd/teacher_nb201.yaml first), or use "
+                          "lightning_nas.methods.distill_losses.CrossEntropy")
+    teacher = Teacher.from_checkpoint(path)
+    teacher.check_student(space, num_classes, loss_fn.needs_features)
+    return teacher
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build networks from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class TrainCell(NASModule):
+    """Train one network with cross-entropy or distillation (MF-KD's low-fidelity training; also the teacher)."""
+
+    def __init__(self, arch: str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                                   "nor_conv_3x3~2|",
+                 space: Space = "nb201", channels: int = 16, layers: int = 5,
+                 loss: Optional[DistillationLoss] = None, teacher: Optional[str] = None,
+                 optimizer: OptimizerCallable = NB201_SGD, lr_scheduler: Optional[LRSchedulerCallable] = None,
+                 grad_clip: float = 0.0, num_classes: int = 10, in_channels: int = 3, seed: int = 2):
+        """
+        Args:
+            arch: NB201: an arch string, benchmark index, genotype.json or run dir (default: index 9930, one of
+                the benchmark's best CIFAR-10 cells, 94.36 %); DARTS: a published name (DARTS_V2), genotype.json,
+                run dir or genotype text.
+            space: ``nb201`` (the benchmark's macro network) or ``darts`` (NetworkCIFAR, no auxiliary head).
+            channels, layers: initial channels; NB201 cells per stage (benchmark: 16, 5) / DARTS cells in all.
+            loss: ``CrossEntropy`` (default), ``HintonKD`` (T 32, alpha 1) or ``NST`` (beta 12.5).
+            teacher: checkpoint of a TrainCell run, required by HintonKD (alpha > 0) and NST.
+            optimizer, lr_scheduler: default NAS-Bench-201's SGD (lr 0.1, Nesterov) with cosine to 0 per epoch.
+            grad_clip: max gradient norm, 0 (default, NAS-Bench-201) for none.
+            seed: initialises the network (the CLI sets it from seed_everything).
+        """
+        super().__init__()
+        if grad_clip < 0:
+            raise ConfigError(f"model.grad_clip must be >= 0, got {grad_clip}")
+        self.loss_fn = loss if loss is not None else CrossEntropy()
+        text = resolve_arch(space, arch).to_text()
+        self.spec = NetworkSpec(space, text, channels, layers, num_classes, in_channels)
+        with seeded_init(seed):
+            self.net = self.spec.build()
+        self.teacher = load_teacher(teacher, self.loss_fn, space, num_classes)
+        self.optimizer_spec, self.lr_scheduler_factory, self.grad_clip = optimizer, lr_scheduler, grad_clip
+        self.init_accuracy_metrics(num_classes)
+
+    def space_id(self) -> str:
+        return f"{self.spec.space} network ({self.spec.arch}, C={self.spec.channels}, layers={self.spec.layers})"
+
+    def genotype(self) -> Any:
+        return resolve_arch(self.spec.space, self.spec.arch)
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.optimizer_spec, self.net.parameters(), "model.optimizer")
+        sched = self.weight_schedule(opt, self.lr_scheduler_factory, eta_min=0.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's end-of-epoch step is replaced by ``sync_lr_schedule`` in ``training_step`` (exact resume)."""
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        if self.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.sync_lr_schedule()
+        x, y = batch["train"]
+        loss, logits = distillation_loss(self.net, self.teacher, self.loss_fn, x, y)
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).logits
+
+    def analysis_network(self) -> nn.Module:
+        return self.net
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lightning_nas"]["network"] = self.spec.to_dict()
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {"parameters": self.net.num_parameters, "loss": self.loss_fn.describe(),
+                "teacher": None if self.teacher is None else self.teacher.source}
