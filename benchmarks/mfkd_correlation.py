@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -48,16 +49,15 @@ LOSSES: dict[str, DistillationLoss] = {"ce": CrossEntropy(), "kd": HintonKD(32.0
 _STATE: dict[str, Any] = {}
 
 
-def teacher_checkpoint(args: argparse.Namespace) -> Path:
-    """The teacher's last.ckpt: its config's fixed run directory, trained first when it is not there."""
+def teacher_checkpoint(args: argparse.Namespace, train_if_missing: bool = True) -> Path:
+    """The teacher's last.ckpt: ``--teacher``, else its config's fixed run directory (trained first when it is not
+    there and ``train_if_missing``)."""
     config = TEACHER_GPU if args.full else TEACHER_CPU
-    import yaml
-
     run = yaml.safe_load((REPO / config).read_text())["run"]
     ckpt = REPO / "ckpt" / run["name"] / run["version"] / "checkpoints" / "last.ckpt"
     if args.teacher:
         return Path(args.teacher)
-    if not ckpt.is_file():
+    if not ckpt.is_file() and train_if_missing:
         cmd = [sys.executable, "-m", "lightning_nas", "fit", "--config", config]
         if not args.full:
             cmd += ["--data.init_args.data_dir", args.data]
@@ -110,13 +110,18 @@ def analyse(rows: list[dict[str, Any]], archs: list[str], losses: list[str], see
     truth = [bench.accuracy(a, "cifar10") for a in archs]
     out: dict[str, Any] = {}
     table = {(r["arch"], r["loss"], r["seed"]): r["accuracy"] for r in rows}
+    median = statistics.median(truth)
+    top = [i for i, t in enumerate(truth) if t > median]  # what a search must order: the better half
     for loss in losses:
         per_seed = {s: correlations([table[(a, loss, s)] for a in archs], truth) for s in seeds}
+        top_tau = [correlations([table[(archs[i], loss, s)] for i in top], [truth[i] for i in top])["kendall"]
+                   for s in seeds]
         averaged = [statistics.fmean(table[(a, loss, s)] for s in seeds) for a in archs]
         out[loss] = {"per_seed": per_seed,
                      "kendall": stat([c["kendall"] for c in per_seed.values()]),
                      "pearson": stat([c["pearson"] for c in per_seed.values()]),
                      "seed_averaged": correlations(averaged, truth),
+                     "kendall_top_half": stat(top_tau),
                      "mean_accuracy": statistics.fmean(table[(a, loss, s)] for a in archs for s in seeds)}
     if "ce" in losses:  # paired: the same cells and seeds, KD minus CE
         for loss in losses:
@@ -130,13 +135,15 @@ def markdown(result: dict[str, Any], args: argparse.Namespace, n: int) -> str:
     lines = [f"{n} random NAS-Bench-201 cells, seeds {args.seeds}, {args.epochs} epochs at C={args.channels}, "
              f"N={args.cells_per_stage}; truth = the benchmark's 200-epoch CIFAR-10 test accuracy", "",
              "| loss | Kendall tau (mean +- std over seeds) | Pearson r | tau of seed-averaged scores | "
-             "tau minus CE (paired) | mean low-fidelity acc (%) |", "| --- | --- | --- | --- | --- | --- |"]
+             "tau minus CE (paired) | tau, better half of the cells | mean low-fidelity acc (%) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for loss, r in result.items():
         diff = r.get("kendall_minus_ce")
         diff_text = "-" if diff is None else f"{diff['mean']:+.3f} +- {diff['std']:.3f}"
         lines.append(f"| {loss} | {r['kendall']['mean']:.3f} +- {r['kendall']['std']:.3f} | "
                      f"{r['pearson']['mean']:.3f} +- {r['pearson']['std']:.3f} | {r['seed_averaged']['kendall']:.3f} |"
-                     f" {diff_text} | {r['mean_accuracy']:.2f} |")
+                     f" {diff_text} | {r['kendall_top_half']['mean']:.3f} +- {r['kendall_top_half']['std']:.3f} | "
+                     f"{r['mean_accuracy']:.2f} |")
     return "\n".join(lines)
 
 
@@ -160,6 +167,21 @@ def figure(rows: list[dict[str, Any]], archs: list[str], losses: list[str], path
     fig.savefig(path, dpi=120)
 
 
+def train_all(jobs: list[tuple[str, str, int]], args: argparse.Namespace, teacher: str, results_file: Path,
+              rows: list[dict[str, Any]]) -> None:
+    """Run the trainings ``args.workers`` at once (forked workers share the decoded images), appending each
+    result to ``results_file`` as it arrives."""
+    threads = 1 if args.workers > 1 else torch.get_num_threads()
+    with mp.get_context("fork").Pool(args.workers, _init_worker, (args, teacher, threads)) as pool, \
+            open(results_file, "a") as f:
+        for k, row in enumerate(pool.imap_unordered(_train, jobs), 1):
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            if k % 10 == 0:
+                print(f"{k}/{len(jobs)}", file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="CIFAR-10 as an image folder / .tar.gz (or the python batches)")
@@ -176,12 +198,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--heldout", type=int, default=2000)
     p.add_argument("--full", action="store_true", help="benchmark-size networks on the full training set (GPU)")
     p.add_argument("--workers", type=int, default=2, help="trainings at once (one torch thread each)")
+    p.add_argument("--report-only", action="store_true", help="tabulate results.jsonl, train nothing")
     args = p.parse_args(argv)
     if args.full:
         args.channels, args.cells_per_stage, args.heldout = 16, 5, 5000
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_checkpoint(args)
+    teacher = teacher_checkpoint(args, train_if_missing=not args.report_only)
     g = torch.Generator().manual_seed(mix_seed(0, 23))
     archs: list[str] = []
     while len(archs) < args.cells:  # distinct random cells, the same for every loss and seed
@@ -193,15 +216,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     done = {(r["arch"], r["loss"], r["seed"]) for r in rows}
     jobs = [(a, loss, s) for s in args.seeds for a in archs for loss in args.losses if (a, loss, s) not in done]
     print(f"{len(jobs)} trainings to run ({len(done)} done)", file=sys.stderr)
-    ctx = mp.get_context("fork")
-    with ctx.Pool(args.workers, _init_worker, (args, str(teacher), 1 if args.workers > 1 else torch.get_num_threads())
-                  ) as pool, open(results_file, "a") as f:
-        for k, row in enumerate(pool.imap_unordered(_train, jobs), 1):
-            rows.append(row)
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            if k % 10 == 0:
-                print(f"{k}/{len(jobs)}", file=sys.stderr)
+    if args.report_only and jobs:
+        sys.exit(f"--report-only: {len(jobs)} trainings are missing from {results_file}")
+    if jobs:
+        train_all(jobs, args, str(teacher), results_file, rows)
     rows = [r for r in rows if r["arch"] in archs and r["loss"] in args.losses and r["seed"] in args.seeds]
     result = analyse(rows, archs, args.losses, args.seeds)
     (out / "summary.json").write_text(json.dumps({"args": vars(args), "teacher": str(teacher), "cells": archs,

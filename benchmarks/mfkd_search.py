@@ -8,9 +8,9 @@ table. A rerun reuses finished runs.
     python benchmarks/mfkd_search.py --data <cifar10> --full --parallel 1                        # GPU
 
 The table methods (BO, REA, random search) get ``budget_epochs / 200`` queries, MF-KD the epochs themselves
-(experiments/mf_kd/nb201_cifar10_cpu.yaml: 19 table queries + 26 two-epoch KD trainings at 4,000 epochs). MF-CE is
-MF-KD with cross-entropy low-fidelity trainings (the ablation of the distillation). The teacher is
-experiments/mf_kd/teacher_nb201_cifar10_cpu.yaml's run (trained first if missing).
+(experiments/mf_kd/nb201_cifar10_cpu.yaml: 19 table queries + 26 two-epoch KD trainings at 4,000 epochs). MF-NST
+and MF-CE are MF-KD with NST (beta 12.5) or cross-entropy low-fidelity trainings (the ablation of the
+distillation). The teacher is experiments/mf_kd/teacher_nb201_cifar10_cpu.yaml's run (trained first if missing).
 """
 
 from __future__ import annotations
@@ -28,26 +28,30 @@ from mfkd_correlation import teacher_checkpoint  # noqa: E402
 from ws_variance import run_all  # noqa: E402
 
 MF_CPU, MF_GPU = "experiments/mf_kd/nb201_cifar10_cpu.yaml", "experiments/mf_kd/nb201_cifar10.yaml"
-CE = json.dumps({"class_path": "lightning_nas.methods.distill_losses.CrossEntropy"})
-METHODS = ["MF-KD", "MF-CE", "BO", "REA", "random search"]
+LOSS = {"MF-CE": {"class_path": "lightning_nas.methods.distill_losses.CrossEntropy"},
+        "MF-NST": {"class_path": "lightning_nas.methods.distill_losses.NST", "init_args": {"beta": 12.5}}}
+METHODS = ["MF-KD", "MF-NST", "MF-CE", "BO", "REA", "random search"]
 BEST = 94.37
 
 
-def command(method: str, seed: int, args: argparse.Namespace) -> list[str]:
-    base = [sys.executable, "-m", "lightning_nas", "fit", "--seed_everything", str(seed), "--run.root", args.root,
-            "--run.name", method.replace(" ", "_"), "--run.version", f"seed{seed}",
-            "--trainer.enable_progress_bar", "false"]
-    queries = str(int(args.budget_epochs // 200))
+def config(method: str, args: argparse.Namespace) -> str:
     if method.startswith("MF"):
-        cmd = base + ["--config", MF_GPU if args.full else MF_CPU,
-                      "--model.init_args.budget_epochs", str(args.budget_epochs),
-                      "--model.init_args.teacher", str(args.teacher)]
-        if not args.full:
-            cmd += ["--data.init_args.data_dir", args.data]
-        return cmd + (["--model.init_args.loss", CE] if method == "MF-CE" else [])
-    config = {"BO": "experiments/bo/nb201_cifar10.yaml", "REA": "experiments/rea/nb201_cifar10.yaml",
-              "random search": "experiments/random_search/nb201_cifar10.yaml"}[method]
-    return base + ["--config", config, "--model.init_args.budget", queries]
+        return MF_GPU if args.full else MF_CPU
+    return {"BO": "experiments/bo/nb201_cifar10.yaml", "REA": "experiments/rea/nb201_cifar10.yaml",
+            "random search": "experiments/random_search/nb201_cifar10.yaml"}[method]
+
+
+def command(method: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """The search's command line; ``--config`` first, so the options after it override the config's."""
+    cmd = [sys.executable, "-m", "lightning_nas", "fit", "--config", config(method, args), "--seed_everything",
+           str(seed), "--run.root", args.root, "--run.name", method.replace(" ", "_"), "--run.version", f"seed{seed}",
+           "--trainer.enable_progress_bar", "false"]
+    if not method.startswith("MF"):
+        return cmd + ["--model.init_args.budget", str(int(args.budget_epochs // 200))]
+    cmd += ["--model.init_args.budget_epochs", str(args.budget_epochs), "--model.init_args.teacher", str(args.teacher)]
+    if not args.full:
+        cmd += ["--data.init_args.data_dir", args.data]
+    return cmd + (["--model.init_args.loss", json.dumps(LOSS[method])] if method in LOSS else [])
 
 
 def main() -> None:

@@ -124,7 +124,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("unknown run.monitor", [*c, "--run.monitor", "val/accuracy", f"{T}max_epochs", "1"], "val/accuracy"),
         ("KD without a teacher", ["--config", TINY_DISTILL], "set model.teacher"),
         ("KD teacher file missing", ["--config", TINY_DISTILL, f"{M}teacher", str(tmp / "missing.ckpt")],
-         "teacher_nb201.yaml"),
+         "teacher_nb201_cifar10.yaml"),
         ("KD teacher not a checkpoint", ["--config", TINY_DISTILL, f"{M}teacher", str(tmp / "text.ckpt")],
          "cannot be read"),
         ("KD alpha 2", ["--config", TINY_DISTILL, f"{M}loss.init_args.alpha", "2"], "alpha in [0, 1]"),

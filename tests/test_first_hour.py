@@ -35,7 +35,8 @@ def test_top_level_help_lists_every_subcommand_and_no_predict(capsys):
     ("bilevel", TINY1, ["describe", "--genotype"]),
     ("discrete", TINY_REA, ["describe", "--space", "nb201", "--arch"]),
     ("retrain", TINY_RETRAIN, ["describe", "--genotype"]),
-], ids=["bilevel", "discrete", "retrain"])
+    ("cell training", REPO / "experiments" / "tiny" / "teacher_nb201.yaml", ["describe", "--space", "nb201", "--arch"]),
+], ids=["bilevel", "discrete", "retrain", "cell training"])
 def test_every_subcommand_works_for_every_method_family(family, config, describe, tmp_path, capsys):
     epochs = "2" if family == "discrete" else "1"  # the tiny REA budget needs its 2 epochs
     run_dir, out = _run(capsys, "fit", "--config", str(config), "--run.root", str(tmp_path),

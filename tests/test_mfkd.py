@@ -138,7 +138,7 @@ def test_teacher_gets_no_gradient_stays_in_eval_mode_and_is_not_trained(tmp_path
 
 
 def test_teacher_checkpoint_errors_name_the_fix(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist.*teacher_nb201"):
+    with pytest.raises(CheckpointError, match="does not exist.*teacher_nb201_cifar10.yaml"):
         Teacher.from_checkpoint(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
@@ -147,6 +147,10 @@ def test_teacher_checkpoint_errors_name_the_fix(tmp_path):
                tmp_path / "darts.ckpt")
     with pytest.raises(CheckpointError, match="written by lightning_nas.methods.darts.DARTS"):
         Teacher.from_checkpoint(tmp_path / "darts.ckpt")
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "lightning_nas": {
+        "method": "lightning_nas.methods.cell_training.TrainCell", "network": _spec().to_dict()}}, tmp_path / "w.ckpt")
+    with pytest.raises(CheckpointError, match="does not rebuild its network"):
+        Teacher.from_checkpoint(tmp_path / "w.ckpt")
     teacher = _teacher(tmp_path)
     with pytest.raises(ConfigError, match="10 classes and the student 100"):
         teacher.check_student("nb201", 100, False)

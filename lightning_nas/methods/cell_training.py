@@ -120,7 +120,8 @@ class Teacher:
         """The network of a ``TrainCell`` run's checkpoint (``<run>/checkpoints/last.ckpt``)."""
         path = Path(path)
         fix = ("train the teacher first with `python -m lightning_nas fit --config experiments/mf_kd/"
-               "teacher_nb201.yaml` and pass its <run dir>/checkpoints/last.ckpt as model.teacher")
+               "teacher_nb201_cifar10.yaml` (or its _cpu variant) and pass its <run dir>/checkpoints/last.ckpt as "
+               "model.teacher")
         if not path.is_file():
             raise CheckpointError(f"teacher checkpoint {path} does not exist: {fix}")
         try:
@@ -132,9 +133,12 @@ class Teacher:
             method = meta.get("method", "not lightning_nas")
             raise CheckpointError(f"teacher checkpoint {path} was written by {method}, which stores no trained network "
                                   f"a teacher can be rebuilt from: {fix}")
-        network = NetworkSpec(**meta["network"]).build()
-        state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-        network.load_state_dict(state)
+        try:
+            network = NetworkSpec(**meta["network"]).build()
+            state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+            network.load_state_dict(state)
+        except (TypeError, KeyError, RuntimeError) as err:  # another version's description, or missing weights
+            raise CheckpointError(f"teacher checkpoint {path} does not rebuild its network ({err}): {fix}") from None
         return cls(network, str(path))
 
     @property
@@ -176,7 +180,7 @@ def load_teacher(path: Optional[str], loss_fn: DistillationLoss, space: str,
         return None
     if not path:
         raise ConfigError(f"model.loss {loss_fn.describe()} distils from a teacher: set model.teacher to a trained "
-                          "network's checkpoint (fit experiments/mf_kd/teacher_nb201.yaml first), or use "
+                          "network's checkpoint (fit experiments/mf_kd/teacher_nb201_cifar10.yaml first), or use "
                           "lightning_nas.methods.distill_losses.CrossEntropy")
     teacher = Teacher.from_checkpoint(path)
     teacher.check_student(space, num_classes, loss_fn.needs_features)

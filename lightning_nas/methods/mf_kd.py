@@ -62,7 +62,7 @@ class MFKD(DiscreteSearch):
             high_fidelity_epochs: cost of one benchmark lookup (NAS-Bench-201 trains 200 epochs).
             loss: the low-fidelity training loss: ``HintonKD`` (default, T 32, alpha 1), ``NST`` or ``CrossEntropy``
                 (the MF-CE ablation).
-            teacher: checkpoint of a ``TrainCell`` run on the same data (experiments/mf_kd/teacher_nb201.yaml).
+            teacher: checkpoint of a ``TrainCell`` run on the same data (experiments/mf_kd/teacher_nb201_cifar10*).
             low_fidelity_epochs, batch_size, lr: the low-fidelity training (NAS-Bench-201's SGD recipe, cosine).
             channels, cells_per_stage: the low-fidelity network's C and N (the benchmark's: 16, 5).
             heldout_samples, train_samples: the seeded split of the training images (scored / trained on).
