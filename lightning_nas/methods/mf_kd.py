@@ -23,7 +23,7 @@ import torch
 
 from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.bayes_opt import GPUCB, HIGH, MultiFidelityUCB, fidelity_schedule
+from lightning_nas.methods.bayes_opt import GPUCB, HIGH, LOW, MultiFidelityUCB, fidelity_schedule
 from lightning_nas.methods.cell_training import NetworkSpec, load_teacher
 from lightning_nas.methods.discrete import DiscreteSearch
 from lightning_nas.methods.distill_losses import DistillationLoss, HintonKD
@@ -81,7 +81,7 @@ class MFKD(DiscreteSearch):
         self.channels, self.cells_per_stage = channels, cells_per_stage
         self.num_classes, self.in_channels = num_classes, in_channels
         self.heldout_samples, self.train_samples = heldout_samples, train_samples
-        if self.plan.count("low") and num_classes is None:
+        if LOW in self.plan and num_classes is None:
             raise ConfigError("MF-KD's low fidelity trains networks on images: set data.init_args.dataset (e.g. "
                               "image_folder with data_dir) in the ProxyDataModule")
         self.teacher = load_teacher(teacher, self.loss_fn, "nb201", num_classes)
@@ -130,6 +130,6 @@ class MFKD(DiscreteSearch):
     def summary_extras(self) -> dict[str, Any]:
         return {**super().summary_extras(), "epochs_spent": self.epochs_spent(), "budget_epochs": self.budget_epochs,
                 "high_fidelity_evaluations": sum(r.get("fidelity") == HIGH for r in self.history),
-                "low_fidelity_evaluations": sum(r.get("fidelity") == "low" for r in self.history),
+                "low_fidelity_evaluations": sum(r.get("fidelity") == LOW for r in self.history),
                 "low_fidelity_loss": self.loss_fn.describe(),
                 "teacher": None if self.teacher is None else self.teacher.source}
