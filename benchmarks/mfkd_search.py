@@ -58,7 +58,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--root", default="ckpt/mfkd_search")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--budget-epochs", type=float, default=4000.0)
     p.add_argument("--teacher", default=None)
