@@ -9,8 +9,6 @@ momentum 0.9, lr 0.1, weight decay 5e-4, cosine to 0, no gradient clipping.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -20,8 +18,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.common import NASModule, build_optimizer
 from lightning_nas.methods.distill_losses import CrossEntropy, DistillationLoss, Outputs
+from lightning_nas.methods.network_training import NetworkTraining
+from lightning_nas.reproducibility import seeded
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_parameters
 from lightning_nas.search_spaces.darts.genotype import Genotype
 from lightning_nas.search_spaces.darts.resolve import load_genotype
@@ -187,15 +186,7 @@ def load_teacher(path: Optional[str], loss_fn: DistillationLoss, space: str,
     return teacher
 
 
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Build networks from ``seed`` without touching the global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-class TrainCell(NASModule):
+class TrainCell(NetworkTraining):
     """Train one network with cross-entropy or distillation (MF-KD's low-fidelity training; also the teacher)."""
 
     def __init__(self, arch: str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
@@ -217,16 +208,15 @@ class TrainCell(NASModule):
             grad_clip: max gradient norm, 0 (default, NAS-Bench-201) for none.
             seed: initialises the network (the CLI sets it from seed_everything).
         """
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, grad_clip)
         if grad_clip < 0:
             raise ConfigError(f"model.grad_clip must be >= 0, got {grad_clip}")
         self.loss_fn = loss if loss is not None else CrossEntropy()
         text = resolve_arch(space, arch).to_text()
         self.spec = NetworkSpec(space, text, channels, layers, num_classes, in_channels)
-        with seeded_init(seed):
+        with seeded(seed):
             self.net = self.spec.build()
         self.teacher = load_teacher(teacher, self.loss_fn, space, num_classes)
-        self.optimizer_spec, self.lr_scheduler_factory, self.grad_clip = optimizer, lr_scheduler, grad_clip
         self.init_accuracy_metrics(num_classes)
 
     def space_id(self) -> str:
@@ -235,33 +225,15 @@ class TrainCell(NASModule):
     def genotype(self) -> Any:
         return resolve_arch(self.spec.space, self.spec.arch)
 
-    def configure_optimizers(self) -> Any:
-        opt = build_optimizer(self.optimizer_spec, self.net.parameters(), "model.optimizer")
-        sched = self.weight_schedule(opt, self.lr_scheduler_factory, eta_min=0.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        """Lightning's end-of-epoch step is replaced by ``sync_lr_schedule`` in ``training_step`` (exact resume)."""
-
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
-                                    gradient_clip_algorithm: Any = None) -> None:
-        if self.grad_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.sync_lr_schedule()
         x, y = batch["train"]
         loss, logits = distillation_loss(self.net, self.teacher, self.loss_fn, x, y)
-        self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log_training(loss, logits, y)
         return loss
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).logits
-
-    def analysis_network(self) -> nn.Module:
-        return self.net
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

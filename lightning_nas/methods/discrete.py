@@ -29,6 +29,7 @@ from lightning_nas.errors import ConfigError
 from lightning_nas.methods.common import NASModule
 from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution, random_arch
 from lightning_nas.proxies.registry import get_proxy
+from lightning_nas.reproducibility import seeded
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
 from lightning_nas.search_spaces.nb201.network import NB201Network
 from lightning_nas.tabular.nb201 import canonical_dataset, load_benchmark
@@ -207,8 +208,7 @@ def score_cell(arch: NB201Arch, x: torch.Tensor, y: Optional[torch.Tensor], init
     """A registered proxy's score of one cell: the benchmark's network (C=16, N=5 by default) with
     ``num_classes`` outputs (NASWOT: 1), initialised on the CPU from ``init_seed`` (the same weights on every
     device and rank), scored on the batch ``x`` where it lies."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with seeded(init_seed):
         net = NB201Network(arch, num_classes, x.shape[1], channels, cells_per_stage)
     return float(get_proxy(proxy)(net.to(x.device), x, y))
 

@@ -10,6 +10,7 @@ KD trainings of a cell with the same seed start from the same weights and see th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,8 +20,9 @@ from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.batches import IndexBatchStream, mix_seed
 from lightning_nas.data.sources import ImageData
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss, seeded_init
+from lightning_nas.methods.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
 from lightning_nas.methods.distill_losses import DistillationLoss
+from lightning_nas.reproducibility import seeded
 
 
 @dataclass
@@ -83,7 +85,7 @@ def train_low_fidelity(spec: NetworkSpec, loss_fn: DistillationLoss, teacher: Op
     device = torch.device(device)
     if loss_fn.needs_teacher and teacher is None:
         raise ConfigError(f"{loss_fn.describe()} needs a teacher checkpoint")
-    with seeded_init(mix_seed(seed, 1)):
+    with seeded(mix_seed(seed, 1)):
         net = CellNetwork(spec).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
@@ -108,7 +110,7 @@ def train_low_fidelity(spec: NetworkSpec, loss_fn: DistillationLoss, teacher: Op
             count += len(y)
         sched.step()
         train_loss = float(total) / max(1, count)
-        if train_loss != train_loss or abs(train_loss) == float("inf"):
+        if not math.isfinite(train_loss):
             break  # diverged: scored as it is (its held-out accuracy shows it)
     acc, heldout_loss = evaluate(net, data.heldout, data.augment, recipe.eval_batch_size, device)
     return {"accuracy": acc, "heldout_loss": heldout_loss, "train_loss": train_loss}

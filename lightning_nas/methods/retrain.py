@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import NASModule, build_optimizer
+from lightning_nas.methods.network_training import NetworkTraining
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
 from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 RETRAIN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 
 
-class Retrain(NASModule):
+class Retrain(NetworkTraining):
     def __init__(self, genotype: str = "DARTS_V2", network: Literal["cifar", "imagenet"] = "cifar",
                  channels: int = 36, layers: int = 20, auxiliary: bool = True, auxiliary_weight: float = 0.4,
                  drop_path_prob: float = 0.2, label_smoothing: float = 0.0, grad_clip: float = 5.0,
@@ -33,7 +33,7 @@ class Retrain(NASModule):
             network: ``cifar`` (NetworkCIFAR) or ``imagenet`` (NetworkImageNet, mobile setting).
             lr_scheduler: default cosine annealing to 0 over max_epochs, stepped per epoch.
         """
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, grad_clip)
         if not 0 <= drop_path_prob < 1 or auxiliary_weight < 0 or grad_clip < 0:
             raise ConfigError("model.drop_path_prob must be in [0, 1); auxiliary_weight and grad_clip >= 0")
         self.genotype_spec = genotype
@@ -43,8 +43,7 @@ class Retrain(NASModule):
         self.net = cls(self.arch, channels=channels, num_classes=num_classes, layers=layers, auxiliary=auxiliary,
                        in_channels=in_channels)
         self.auxiliary_weight, self.drop_path_prob = auxiliary_weight, drop_path_prob
-        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
-        self.optimizer_spec, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.label_smoothing = label_smoothing
         self.init_accuracy_metrics(num_classes)
 
     def space_id(self) -> str:
@@ -57,19 +56,6 @@ class Retrain(NASModule):
     def num_parameters(self) -> int:
         return count_parameters(self.net)
 
-    def configure_optimizers(self) -> Any:
-        opt = build_optimizer(self.optimizer_spec, self.net.parameters(), "model.optimizer")
-        sched = self.weight_schedule(opt, self.lr_scheduler_factory, eta_min=0.0)  # DARTS retraining: cosine to 0
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
-                                    gradient_clip_algorithm: Any = None) -> None:
-        if self.grad_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        """Lightning's end-of-epoch step is replaced by ``sync_lr_schedule`` in ``training_step``."""
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # schedule and drop-path rate follow the epoch at the point of use (see sync_lr_schedule)
         self.sync_lr_schedule()
@@ -79,16 +65,11 @@ class Retrain(NASModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if logits_aux is not None and self.auxiliary_weight > 0:
             loss = loss + self.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=self.label_smoothing)
-        self.train_acc.update(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log_training(loss, logits, y)
         return loss
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[0]
-
-    def analysis_network(self) -> torch.nn.Module:
-        return self.net
 
     def analysis_parameters(self, target: str) -> list[tuple[str, torch.nn.Parameter]]:
         """The network's weights without the auxiliary head (the analyses use the main logits only)."""

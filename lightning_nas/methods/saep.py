@@ -46,6 +46,7 @@ from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.common import NASModule, build_optimizer
 from lightning_nas.methods.ensemble_pruning import CRITERIA, select_members
+from lightning_nas.reproducibility import seeded
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_parameters
 from lightning_nas.search_spaces.darts.resolve import load_genotype
 
@@ -178,8 +179,7 @@ class SAEP(NASModule):
     # ---- building ----------------------------------------------------------------------------------------
     def _subnet(self, spec: SubnetSpec) -> nn.Module:
         cell = load_genotype(spec.genotype)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, spec.iteration, 100 + spec.candidate))
+        with seeded(mix_seed(self.seed, spec.iteration, 100 + spec.candidate)):
             return NetworkCIFAR(cell, channels=self.channels, num_classes=self.num_classes, layers=spec.depth,
                                 auxiliary=False, in_channels=self.in_channels)
 
