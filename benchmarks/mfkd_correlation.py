@@ -38,8 +38,8 @@ from lightning_nas.data.batches import mix_seed  # noqa: E402
 from lightning_nas.data.datamodules import ClassificationDataModule  # noqa: E402
 from lightning_nas.methods.cell_training import NetworkSpec, Teacher  # noqa: E402
 from lightning_nas.methods.distill_losses import NST, CrossEntropy, DistillationLoss, HintonKD  # noqa: E402
-from lightning_nas.methods.evolution import random_arch  # noqa: E402
 from lightning_nas.methods.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity  # noqa: E402
+from lightning_nas.search_spaces import get_space  # noqa: E402
 from lightning_nas.tabular.nb201 import load_benchmark  # noqa: E402
 
 TEACHER_CPU = "experiments/mf_kd/teacher_nb201_cifar10_cpu.yaml"
@@ -208,7 +208,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     g = torch.Generator().manual_seed(mix_seed(0, 23))
     archs: list[str] = []
     while len(archs) < args.cells:  # distinct random cells, the same for every loss and seed
-        a = random_arch(g).to_string()
+        a = get_space("nb201").sample(g).to_string()
         if a not in archs:
             archs.append(a)
     results_file = out / "results.jsonl"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_nas.data.batches import mix_seed  # noqa: E402
 from lightning_nas.data.datamodules import ProxyDataModule  # noqa: E402
 from lightning_nas.methods.discrete import score_cell  # noqa: E402
-from lightning_nas.methods.evolution import random_arch  # noqa: E402
+from lightning_nas.search_spaces import get_space  # noqa: E402
 from lightning_nas.tabular.nb201 import default_benchmark  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def searches(args: argparse.Namespace, device: torch.device, n: int, result: dic
         g = torch.Generator().manual_seed(seed)
         best, best_score = None, -math.inf
         for _ in range(n):
-            arch = random_arch(g)
+            arch = get_space("nb201").sample(g)
             s = score_cell(arch, x, None, int(torch.randint(2**62, (1,), generator=g)))
             if best is None or s > best_score:
                 best, best_score = arch, s

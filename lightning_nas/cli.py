@@ -37,9 +37,9 @@ from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
+from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError
-from lightning_nas.methods.common import NASModule
 from lightning_nas.reproducibility import git_revision, library_versions
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"

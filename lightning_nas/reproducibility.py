@@ -14,6 +14,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from several integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1)
+
+
 _PACKAGES = ("lightning_nas", "torch", "pytorch-lightning", "torchmetrics", "jsonargparse", "numpy", "wandb",
              "scikit-learn", "scipy", "botorch", "gpytorch")
 

@@ -146,12 +146,14 @@ def test_power_iteration_matches_the_exact_hessian_eigenvalue():
 
 
 def test_milenas_early_stop_rule_on_published_cells():
-    from lightning_nas.methods.milenas import conv_op_count, reached_early_stop
+    from lightning_nas.methods.milenas import reached_early_stop
+    from lightning_nas.search_spaces import get_space
     from lightning_nas.search_spaces.darts import PUBLISHED
 
+    darts = get_space("darts")
     v2 = PUBLISHED["DARTS_V2"]
-    assert (conv_op_count(v2.normal), conv_op_count(v2.reduce)) == (6, 0) and reached_early_stop(v2)
-    assert not reached_early_stop(PUBLISHED["DARTS_V1"])  # 4 conv ops in its normal cell
+    assert darts.conv_ops(v2) == {"normal": 6, "reduce": 0} and reached_early_stop(darts, v2)
+    assert not reached_early_stop(darts, PUBLISHED["DARTS_V1"])  # 4 conv ops in its normal cell
 
 
 def test_landscape_and_step_time_callbacks_log_every_epoch(tmp_path, capsys):

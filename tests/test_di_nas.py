@@ -15,8 +15,8 @@ from conftest import REPO
 from torch import nn
 
 from lightning_nas.cli import main
+from lightning_nas.core.child_eval import child_accuracy
 from lightning_nas.methods import SinglePathSearch
-from lightning_nas.methods.child_eval import child_accuracy
 from lightning_nas.methods.projection import GradientSpaceProjector, OWMProjector, projected_weights
 from lightning_nas.search_spaces.darts import DartsSupernet
 from lightning_nas.search_spaces.nb201 import NB201Supernet

@@ -13,7 +13,6 @@ from conftest import REPO
 
 from lightning_nas.cli import main
 from lightning_nas.data.augment import BatchAugment
-from lightning_nas.data.batches import mix_seed
 from lightning_nas.data.sources import ImageData
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.bayes_opt import (
@@ -22,14 +21,16 @@ from lightning_nas.methods.bayes_opt import (
     LOW,
     CoKrigingKernel,
     MultiFidelityUCB,
-    encode,
     fidelity_schedule,
 )
 from lightning_nas.methods.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
 from lightning_nas.methods.distill_losses import NST, CrossEntropy, HintonKD, Outputs, hinton_kd, nst_mmd2
-from lightning_nas.methods.evolution import random_arch
 from lightning_nas.methods.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
+from lightning_nas.reproducibility import mix_seed
+from lightning_nas.search_spaces import get_space
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
+
+NB201 = get_space("nb201")
 
 TINY = REPO / "experiments" / "tiny"
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -185,8 +186,8 @@ def test_cokriging_kernel_has_the_ar1_covariance_structure():
     k = CoKrigingKernel(30).double()
     with torch.no_grad():
         k.rho.fill_(0.7)
-    archs = [random_arch(torch.Generator().manual_seed(i)) for i in range(4)]
-    z = encode(archs)
+    archs = [NB201.sample(torch.Generator().manual_seed(i)) for i in range(4)]
+    z = NB201.encode(archs)
     low = torch.cat([z, torch.zeros(4, 1, dtype=z.dtype)], 1)
     high = torch.cat([z, torch.ones(4, 1, dtype=z.dtype)], 1)
     with torch.no_grad():
@@ -212,13 +213,13 @@ def _oracle(arch: NB201Arch) -> float:  # a smooth function of the encoding: con
 
 
 def test_gp_ucb_starts_from_the_seeded_random_cells_then_proposes_unevaluated_ones():
-    strategy = GPUCB(initial_points=5, candidates=200)
+    strategy = GPUCB(NB201, initial_points=5, candidates=200)
     proposals = []
     for n in range(9):
         g = torch.Generator().manual_seed(mix_seed(7, n, 11))
         arch = strategy.ask(g)
         if n < 5:  # the first draw of the evaluation's generator, as random search would draw it
-            assert arch == random_arch(torch.Generator().manual_seed(mix_seed(7, n, 11)))
+            assert arch == NB201.sample(torch.Generator().manual_seed(mix_seed(7, n, 11)))
         else:
             assert arch.to_string() not in {a.to_string() for a in proposals}
         proposals.append(arch)
@@ -228,14 +229,14 @@ def test_gp_ucb_starts_from_the_seeded_random_cells_then_proposes_unevaluated_on
 
 
 def test_multi_fidelity_ucb_scores_each_fidelity_with_its_own_posterior():
-    strategy = MultiFidelityUCB(initial_high=2, initial_low=4, candidates=100)
+    strategy = MultiFidelityUCB(NB201, initial_high=2, initial_low=4, candidates=100)
     plan = fidelity_schedule(2000, 200, 10, 2, 4)
     seen: dict[str, set[str]] = {HIGH: set(), LOW: set()}
     for n, fidelity in enumerate(plan[:10]):
         g = torch.Generator().manual_seed(mix_seed(1, n, 11))
         arch = strategy.ask(g, fidelity)
         if n < 6:
-            assert arch == random_arch(torch.Generator().manual_seed(mix_seed(1, n, 11)))
+            assert arch == NB201.sample(torch.Generator().manual_seed(mix_seed(1, n, 11)))
         assert arch.to_string() not in seen[fidelity]  # never re-evaluated at the same fidelity
         seen[fidelity].add(arch.to_string())
         strategy.tell(arch, fidelity, _oracle(arch) * (1.0 if fidelity == HIGH else 0.5) + 3.0 * (fidelity == LOW))
@@ -248,8 +249,8 @@ def test_multi_fidelity_ucb_scores_each_fidelity_with_its_own_posterior():
 def test_cokriging_learns_the_link_between_fidelities():
     """Cells seen at both fidelities with high = an affine map of low: the fitted rho is positive and the
     high-fidelity posterior of cells seen only at low fidelity ranks them as their low-fidelity values."""
-    strategy = MultiFidelityUCB()
-    archs = [random_arch(torch.Generator().manual_seed(100 + i)) for i in range(24)]
+    strategy = MultiFidelityUCB(NB201)
+    archs = [NB201.sample(torch.Generator().manual_seed(100 + i)) for i in range(24)]
     for i, arch in enumerate(archs):
         strategy.tell(arch, LOW, _oracle(arch))
         if i < 12:

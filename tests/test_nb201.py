@@ -12,10 +12,11 @@ import torch
 from conftest import CIFAR_JPG
 from torch import nn
 
-from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
-from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution, mutate, random_arch
+from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution
 from lightning_nas.proxies import get_proxy, naswot_kernel, naswot_score, register_proxy
+from lightning_nas.reproducibility import mix_seed
+from lightning_nas.search_spaces import get_space
 from lightning_nas.search_spaces.nb201 import (
     EDGES,
     PRIMITIVES,
@@ -26,6 +27,8 @@ from lightning_nas.search_spaces.nb201 import (
 )
 from lightning_nas.search_spaces.nb201.arch import arch_from_mixing, load_arch
 from lightning_nas.tabular.nb201 import DATASETS, default_benchmark, load_benchmark
+
+NB201 = get_space("nb201")
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -278,8 +281,8 @@ def test_proxy_registry():
 def test_mutation_changes_exactly_one_edge():
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
-        parent = random_arch(g)
-        child = mutate(parent, g)
+        parent = NB201.sample(g)
+        child = NB201.mutate(parent, g)
         assert sum(a != b for a, b in zip(parent.ops, child.ops)) == 1
 
 
@@ -296,18 +299,18 @@ def _search(strategy, budget: int, seed: int) -> float:
 
 def test_rea_beats_random_search_on_the_same_budget():
     """100 oracle queries, 40 seeded searches each: REA's best cell is better on average and in most runs."""
-    rs = np.array([_search(RandomSampling(), 100, s) for s in range(40)])
-    rea = np.array([_search(RegularizedEvolution(10, 3), 100, s) for s in range(40)])
+    rs = np.array([_search(RandomSampling(NB201), 100, s) for s in range(40)])
+    rea = np.array([_search(RegularizedEvolution(NB201, 10, 3), 100, s) for s in range(40)])
     assert rea.mean() > rs.mean() + 0.1 and (rea > rs).mean() > 0.6
 
 
 def test_rea_population_ages_out_and_round_trips():
-    rea = RegularizedEvolution(population_size=4, sample_size=2)
+    rea = RegularizedEvolution(NB201, population_size=4, sample_size=2)
     g = torch.Generator().manual_seed(0)
     for k in range(10):
         rea.tell(rea.ask(g), float(k))
     assert [f for _, f in rea.population] == [6.0, 7.0, 8.0, 9.0]  # the oldest die, whatever their fitness
-    copy = RegularizedEvolution(4, 2)
+    copy = RegularizedEvolution(NB201, 4, 2)
     copy.load_state_dict(rea.state_dict())
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert rea.ask(g1) == copy.ask(g2)

@@ -18,9 +18,9 @@ from scipy.stats import kendalltau
 
 from lightning_nas.analysis.ws_variance import kendall_tau, read_panel, run_report, s_tau_across, top_n_rank
 from lightning_nas.cli import main
+from lightning_nas.core.child_eval import child_accuracy
 from lightning_nas.errors import ConfigError, GenotypeError
 from lightning_nas.methods import SinglePathSearch
-from lightning_nas.methods.child_eval import child_accuracy
 from lightning_nas.search_spaces.darts import PUBLISHED, DartsSupernet
 from lightning_nas.search_spaces.nb201 import NB201Arch, NB201Supernet
 from lightning_nas.tabular.nb201 import default_benchmark

@@ -70,7 +70,10 @@ def record(out: Path, jobs: int) -> None:
         def one(config: Path) -> tuple[str, dict[str, Any]]:
             extra = ("--model.init_args.teacher", str(teacher / "checkpoints" / "last.ckpt")) \
                 if config.stem in NEEDS_TEACHER else ()
-            return config.stem, fingerprint(run(config, root / config.stem, *extra))
+            try:
+                return config.stem, fingerprint(run(config, root / config.stem, *extra))
+            except RuntimeError as err:  # recorded, so that a compare shows it; the other configs still run
+                return config.stem, {"error": str(err)[-500:]}
 
         with ThreadPoolExecutor(jobs) as pool:
             for name, fp in pool.map(one, [c for c in configs if c.stem != "teacher_nb201"]):

@@ -27,7 +27,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from lightning_nas.methods.base import frozen_bn_stats
+from lightning_nas.core.child_eval import frozen_bn_stats
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]

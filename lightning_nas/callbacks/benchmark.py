@@ -11,9 +11,8 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.core.module import NASModule, log_replicated
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import log_replicated
-from lightning_nas.search_spaces.nb201.arch import NB201Arch
 from lightning_nas.tabular.nb201 import DATASETS, canonical_dataset, load_benchmark
 
 
@@ -27,6 +26,7 @@ class BenchmarkAccuracy(Callback):
             metric: ``test`` (shipped table) or ``valid`` (official files only).
             benchmark_path: official NAS-Bench-201 / NATS-Bench files or a CSV; default: the shipped table.
         """
+        self.benchmark_path = benchmark_path
         self.benchmark = load_benchmark(benchmark_path)
         self.datasets, self.metric = [canonical_dataset(d) for d in datasets], metric
         for d in self.datasets:
@@ -34,8 +34,8 @@ class BenchmarkAccuracy(Callback):
         self.history: list[dict[str, Any]] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        space_id = getattr(pl_module, "space_id", None)
-        if space_id is None or not str(space_id()).startswith("NB201"):
+        space = pl_module.search_space() if isinstance(pl_module, NASModule) else None
+        if space is None or space.benchmark(self.benchmark_path) is None:
             raise ConfigError("the BenchmarkAccuracy callback needs a search on the NAS-Bench-201 space "
                               "(lightning_nas.search_spaces.nb201.NB201Supernet or a discrete NB201 search); "
                               "remove it from trainer.callbacks for this run")
@@ -43,7 +43,7 @@ class BenchmarkAccuracy(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        arch: NB201Arch = pl_module.genotype()
+        arch = pl_module.genotype()
         row = self.benchmark.query(arch)
         record = {"epoch": trainer.current_epoch, "index": row["index"], "arch": row["arch"]}
         log_replicated(pl_module, "benchmark/arch_index", float(row["index"]))

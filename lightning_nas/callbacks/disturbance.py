@@ -30,11 +30,12 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.callbacks.probes import run_dir
 from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
-from lightning_nas.data.batches import mix_seed
+from lightning_nas.core.capabilities import UpdatesChildren
+from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy
+from lightning_nas.core.module import log_replicated
+from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
-from lightning_nas.methods.common import log_replicated
-from lightning_nas.reproducibility import rng_state, set_rng_state
+from lightning_nas.reproducibility import mix_seed, rng_state, set_rng_state
 from lightning_nas.search_spaces.base import Path as ChildPath
 
 CSV_NAME = "disturbance.csv"
@@ -74,7 +75,7 @@ class DisturbanceProbe(Callback):
         self._data: tuple[list, list, list] = ([], [], [])
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not hasattr(pl_module, "child_update"):
+        if not isinstance(pl_module, UpdatesChildren):
             raise ConfigError("DisturbanceProbe needs the single-path search (lightning_nas.methods."
                               "SinglePathSearch); remove it from trainer.callbacks for this run")
         net = pl_module.supernet
@@ -91,7 +92,7 @@ class DisturbanceProbe(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if not hasattr(dm, "child_eval_batches"):
+        if not isinstance(dm, SearchDataModule):
             raise ConfigError("DisturbanceProbe needs a SearchDataModule (held-out and training batches)")
         needed = self.prime_steps + self.steps[-1]  # training batches of the search's batch size
         per = max(1, dm.eval_batch_size // dm.batch_size)

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.core.module import NASModule
 from lightning_nas.errors import ConfigError, DivergedError
 
 
@@ -46,7 +47,7 @@ class FiniteCheck(Callback):
         self.last_good_step = 0
 
     def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
-        step = int(getattr(pl_module, "search_steps", trainer.global_step))
+        step = pl_module.search_steps if isinstance(pl_module, NASModule) else trainer.global_step
         if finite_parameters(pl_module):
             self.last_good_step = step
             return

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lightning_nas.core.module import NASModule
+from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import ConfigError
 
 Target = Literal["weights", "alpha"]
@@ -33,7 +35,7 @@ def check_choice(owner: str, name: str, value: str, choices: tuple[str, ...]) ->
 
 def analysis_probe(pl_module: pl.LightningModule, target: str, owner: str) -> AnalysisProbe:
     """The method's analysis network and its ``target`` parameters (``NASModule.analysis_*``)."""
-    if not hasattr(pl_module, "analysis_parameters"):
+    if not isinstance(pl_module, NASModule):
         raise ConfigError(f"{owner} needs a lightning_nas method (a NASModule)")
     named = pl_module.analysis_parameters(target)
     if not named:
@@ -48,7 +50,7 @@ def probe_batches(trainer: pl.Trainer, split: str, n: int, batch_size: int | Non
     retraining's test set) or of the weights' training images, normalised, on the trainer's device, the same on
     every rank."""
     dm = trainer.datamodule
-    if not hasattr(dm, "fixed_val_batches"):
+    if not isinstance(dm, InMemoryDataModule):
         raise ConfigError(f"{owner} needs one of lightning_nas's in-memory datamodules (SearchDataModule or "
                           "ClassificationDataModule) for its probe batches")
     batches = dm.fixed_val_batches(n, batch_size) if split == "heldout" else dm.fixed_train_batches(n, batch_size)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks.progress import ProgressBar
 
 #: the metrics an epoch line shows, in this order, when the run logs them
 KEYS = ("search/arch_loss", "search/weight_loss", "train/acc", "val/acc", "search/evaluated", "search/best_fitness",
@@ -49,7 +50,7 @@ class EpochLines(Callback):
         parts.append(f"{time.time() - self._start:.0f} s")
         line = " | ".join(parts)
         bar = trainer.progress_bar_callback
-        if bar is not None and hasattr(bar, "print"):
+        if isinstance(bar, ProgressBar):
             bar.print(line)  # keeps a live progress bar intact
         else:
             print(line, flush=True)

@@ -13,6 +13,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.core.capabilities import TrainsArchitecture
+from lightning_nas.core.module import NASModule
+from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.reproducibility import library_versions
 
 
@@ -48,16 +51,16 @@ class RunArtifacts(Callback):
         self.best_val = state_dict.get("best_val")
 
     def _genotype_record(self, pl_module: pl.LightningModule, epoch: int) -> Optional[dict[str, Any]]:
-        genotype_fn = getattr(pl_module, "genotype", None)
-        if genotype_fn is None:
+        if not isinstance(pl_module, NASModule):
             return None
-        g = genotype_fn()
+        g = pl_module.genotype()
+        if g is None:
+            return None
         record: dict[str, Any] = {"epoch": epoch, "genotype": g.to_dict(), "text": g.to_text()}
-        net = getattr(pl_module, "supernet", None)
-        if net is not None and hasattr(pl_module, "arch_optimizer"):  # a search that trains alpha
-            record["primitives"] = list(net.primitives)
+        if isinstance(pl_module, TrainsArchitecture):
+            record["primitives"] = list(pl_module.supernet.primitives)
             record["alpha_softmax"] = {k: [[round(x, 6) for x in row] for row in w.detach().cpu().tolist()]
-                                       for k, w in net.mixing_weights().items()}
+                                       for k, w in pl_module.architecture_weights().items()}
         return record
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -75,15 +78,16 @@ class RunArtifacts(Callback):
         if record is not None:
             (self.run_dir / "genotype.json").write_text(json.dumps(record, indent=2) + "\n")
         dm = trainer.datamodule
+        ours = isinstance(pl_module, NASModule)
         summary = {
             "subcommand": self.subcommand,
-            "method": pl_module.method_id() if hasattr(pl_module, "method_id") else type(pl_module).__name__,
-            "space": pl_module.space_id() if hasattr(pl_module, "space_id") else None,
-            "data": dm.describe() if hasattr(dm, "describe") else None,
+            "method": pl_module.method_id() if ours else type(pl_module).__name__,
+            "space": pl_module.space_id() if ours else None,
+            "data": dm.describe() if isinstance(dm, InMemoryDataModule) else None,
             "seed": self.seed,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,  # optimizer steps (Lightning's count)
-            "search_steps": getattr(pl_module, "search_steps", trainer.global_step),
+            "search_steps": pl_module.search_steps if ours else trainer.global_step,
             "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
             "best_val_acc": self.best_val,
             "genotype": record["text"] if record else None,
@@ -92,9 +96,9 @@ class RunArtifacts(Callback):
             "git_revision": self.git,
             "resumed_from": self.resumed_from,
         }
-        if hasattr(pl_module, "num_parameters"):
-            summary["num_parameters"] = pl_module.num_parameters
-        if hasattr(pl_module, "summary_extras"):
+        if ours:
+            if pl_module.num_parameters is not None:
+                summary["num_parameters"] = pl_module.num_parameters
             summary.update(pl_module.summary_extras())
         path = self.run_dir / "summary.json"
         if self.resumed_from and path.is_file():  # a run continued in its directory keeps the earlier summary

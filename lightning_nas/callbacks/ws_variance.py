@@ -29,23 +29,13 @@ from pytorch_lightning.callbacks import Callback
 from lightning_nas.analysis.ws_variance import CSV_FIELDS, CSV_NAME, kendall_tau, mean_std, top_n_rank
 from lightning_nas.callbacks.probes import run_dir
 from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
+from lightning_nas.core.capabilities import SamplesChildren
+from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy
+from lightning_nas.core.module import log_replicated
+from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy
-from lightning_nas.methods.common import log_replicated
 from lightning_nas.search_spaces.base import Path as ChildPath
 from lightning_nas.search_spaces.base import Supernet
-
-
-def _load_genotype(net: Supernet, spec: str) -> Any:
-    if net.space_id().startswith("NB201"):
-        from lightning_nas.search_spaces.nb201.arch import load_arch
-
-        return load_arch(spec)
-    from lightning_nas.search_spaces.darts.resolve import load_genotype
-
-    return load_genotype(spec)
-
-
 
 
 class WeightSharingVariance(Callback):
@@ -89,20 +79,18 @@ class WeightSharingVariance(Callback):
 
     # ---- setup -------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        net = getattr(pl_module, "supernet", None)
-        if not isinstance(net, Supernet):
+        if not isinstance(pl_module, SamplesChildren):
             raise ConfigError("WeightSharingVariance needs a method with a supernet (SinglePathSearch or a "
                               "bilevel method); remove it from trainer.callbacks for this run")
+        net = pl_module.supernet
         self.panel = self.build_panel(net)
         self.genotypes = [net.path_genotype(p).to_text() for p in self.panel]
-        if net.space_id().startswith("NB201"):
-            from lightning_nas.tabular.nb201 import load_benchmark
-
-            bench = load_benchmark(self.benchmark_path)
+        bench = net.space.benchmark(self.benchmark_path)
+        if bench is not None:
             self.truth = [bench.accuracy(net.path_genotype(p), self.benchmark_dataset) for p in self.panel]
 
     def build_panel(self, net: Supernet) -> list[ChildPath]:
-        panel = [net.genotype_path(_load_genotype(net, spec)) for spec in self.children]
+        panel = [net.genotype_path(net.space.parse(spec)) for spec in self.children]
         g = torch.Generator().manual_seed(self.panel_seed)
         seen = {str(p) for p in panel}
         target, tries = len(panel) + self.panel_size, 0
@@ -121,7 +109,7 @@ class WeightSharingVariance(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if not hasattr(dm, "child_eval_batches"):
+        if not isinstance(dm, SearchDataModule):
             raise ConfigError("WeightSharingVariance needs a SearchDataModule (held-out and training batches)")
         calib = self.calib_batches if self.bn_mode == "recalibrate" else 0
         self._data = dm.child_eval_batches(self.eval_batches, calib, trainer)
@@ -129,17 +117,12 @@ class WeightSharingVariance(Callback):
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self, pl_module: pl.LightningModule) -> list[float]:
         """Shared-weight accuracy of every panel child (each with its group's weights under group sharing)."""
-        weights_for = getattr(pl_module, "supernet_for", None)
         eval_batches, calib = self._data
-        accs = []
-        for path in self.panel:
-            net = weights_for(path) if weights_for is not None else pl_module.supernet
-            accs.append(child_accuracy(net, path, eval_batches, calib, self.bn_mode))
-        return accs
+        return [child_accuracy(pl_module.supernet_for(path), path, eval_batches, calib, self.bn_mode)
+                for path in self.panel]
 
-    def _groups(self, pl_module: pl.LightningModule) -> list[int]:
-        group_of = getattr(pl_module, "group_of", None)
-        return [group_of(p) if group_of is not None else 0 for p in self.panel]
+    def _groups(self, pl_module: SamplesChildren) -> list[int]:
+        return [pl_module.group_of(p) for p in self.panel]
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: str, accs: list[float]) -> None:
         if not trainer.is_global_zero:

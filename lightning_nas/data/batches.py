@@ -13,14 +13,10 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from several integers (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1)
+from lightning_nas.reproducibility import mix_seed
 
 
 class IndexBatchStream(IterableDataset):

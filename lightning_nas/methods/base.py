@@ -14,20 +14,21 @@ its extra forwards update them; only eval-mode metrics could differ).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_nas.core.capabilities import SamplesChildren, TrainsArchitecture
+from lightning_nas.core.child_eval import frozen_bn_stats
+from lightning_nas.core.module import NASModule, build_optimizer, resolve_callable
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.search_spaces.base import Supernet
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
+from lightning_nas.search_spaces.space import SearchSpace
 
 #: a search space: called with (num_classes, in_channels) it builds the supernet
 SupernetFactory = Callable[[int, int], Supernet]
@@ -38,23 +39,7 @@ DARTS_ARCH_ADAM = {"class_path": "torch.optim.Adam",
                    "init_args": {"lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3}}
 
 
-@contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Run forwards in train mode (batch statistics) without changing BN running statistics."""
-    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, mean, var, n in saved:
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
-
-
-class BilevelSearch(NASModule):
+class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
     """Base class of the differentiable searches: owns the loop, logging and genotype tracking."""
 
     optimizer_steps_per_search_step = 2  # the architecture step and the weight step
@@ -97,6 +82,9 @@ class BilevelSearch(NASModule):
 
     def genotype(self) -> Any:
         return self.supernet.genotype()
+
+    def search_space(self) -> SearchSpace:
+        return self.supernet.space
 
     # ---- optimisers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

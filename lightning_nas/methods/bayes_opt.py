@@ -1,7 +1,8 @@
-"""Bayesian optimisation over NAS-Bench-201 cells with BoTorch / GPyTorch models: pure ask/tell strategies, no
-Lightning (the searches in ``mf_kd`` drive them).
+"""Bayesian optimisation over the cells of any search space with BoTorch / GPyTorch models: pure ask/tell
+strategies, no Lightning (the searches in ``mf_kd`` drive them).
 
-- Encoding: one-hot of each edge's op (6 edges x 5 ops = 30 inputs in {0, 1}).
+- Encoding: ``SearchSpace.encode``, one-hot of each edge's op (NAS-Bench-201: 6 edges x 5 ops = 30 inputs in
+  {0, 1}; DARTS: 2 cells x 14 edges x 8 ops, absent edges all zero).
 - ``GPUCB`` (single fidelity, the authors' Vega port): a GP with BoTorch's default RBF kernel (dimension-scaled
   lengthscale prior), outcomes standardised, ``initial_points`` (5) seeded random cells, then the UCB maximiser
   ``mu + kappa sigma`` (kappa 0.5) over ``candidates`` random unevaluated cells.
@@ -35,20 +36,13 @@ from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import HadamardGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+from lightning_nas.core.capabilities import AskTell
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.evolution import random_arch
-from lightning_nas.search_spaces.nb201.arch import EDGES, NB201Arch
-from lightning_nas.search_spaces.nb201.ops import PRIMITIVES
+from lightning_nas.search_spaces.space import SearchSpace
 
 DTYPE = torch.float64
 LOW, HIGH = "low", "high"
 Fidelity = Literal["low", "high"]
-
-
-def encode(archs: Sequence[NB201Arch]) -> torch.Tensor:
-    """One-hot encodings, (n, 6 * 5) float64."""
-    idx = torch.tensor([a.op_indices() for a in archs], dtype=torch.long).reshape(len(archs), len(EDGES))
-    return torch.nn.functional.one_hot(idx, len(PRIMITIVES)).reshape(len(archs), -1).to(DTYPE)
 
 
 def standardise(y: torch.Tensor) -> torch.Tensor:
@@ -66,20 +60,20 @@ def _fit(model: Any, seed: int) -> Any:
     return model.eval()
 
 
-def random_unevaluated(g: torch.Generator, n: int, exclude: set[str]) -> list[NB201Arch]:
-    """``n`` distinct random cells none of which is in ``exclude`` (arch strings)."""
-    out: list[NB201Arch] = []
+def random_unevaluated(space: SearchSpace, g: torch.Generator, n: int, exclude: set[str]) -> list[Any]:
+    """``n`` distinct random cells of ``space`` none of which is in ``exclude`` (``space.key`` texts)."""
+    out: list[Any] = []
     seen = set(exclude)
     attempts = 0
     while len(out) < n and attempts < 50 * n + 1000:
         attempts += 1
-        arch = random_arch(g)
-        key = arch.to_string()
+        arch = space.sample(g)
+        key = space.key(arch)
         if key not in seen:
             seen.add(key)
             out.append(arch)
     if not out:
-        raise ConfigError("every NAS-Bench-201 cell has been evaluated: lower the search budget")
+        raise ConfigError(f"every cell of the {space.name} space has been evaluated: lower the search budget")
     return out
 
 
@@ -117,13 +111,14 @@ class CoKrigingKernel(Kernel):
             (h1.unsqueeze(-1) * h2.unsqueeze(-2)) * k_delta.to_dense()
 
 
-class GPUCB:
+class GPUCB(AskTell):
     """Single-fidelity GP-UCB (the DiscreteSearch strategy interface: ``ask(g)`` / ``tell(arch, fitness)``)."""
 
-    def __init__(self, initial_points: int = 5, candidates: int = 1000, kappa: float = 0.5):
+    def __init__(self, space: SearchSpace, initial_points: int = 5, candidates: int = 1000, kappa: float = 0.5):
         if initial_points < 1 or candidates < 1 or kappa < 0:
             raise ConfigError(f"BO needs initial_points >= 1, candidates >= 1, ucb kappa >= 0, got {initial_points}, "
                               f"{candidates}, {kappa}")
+        self.space = space
         self.initial_points, self.candidates, self.kappa = initial_points, candidates, kappa
         self.observations: list[tuple[str, float]] = []
 
@@ -131,19 +126,19 @@ class GPUCB:
         return {a for a, _ in self.observations}
 
     def model(self, seed: int) -> SingleTaskGP:
-        archs = [NB201Arch.from_string(a) for a, _ in self.observations]
+        archs = [self.space.parse(a) for a, _ in self.observations]
         y = torch.tensor([[v] for _, v in self.observations], dtype=DTYPE)
-        return _fit(SingleTaskGP(encode(archs), y, outcome_transform=Standardize(m=1)), seed)
+        return _fit(SingleTaskGP(self.space.encode(archs), y, outcome_transform=Standardize(m=1)), seed)
 
-    def ask(self, g: torch.Generator) -> NB201Arch:
+    def ask(self, g: torch.Generator) -> Any:
         if len(self.observations) < self.initial_points:
-            return random_unevaluated(g, 1, self._evaluated())[0]
+            return random_unevaluated(self.space, g, 1, self._evaluated())[0]
         fit_seed = int(torch.randint(2**62, (1,), generator=g))
-        pool = random_unevaluated(g, self.candidates, self._evaluated())
-        return pool[ucb_argmax(self.model(fit_seed), encode(pool), self.kappa)]
+        pool = random_unevaluated(self.space, g, self.candidates, self._evaluated())
+        return pool[ucb_argmax(self.model(fit_seed), self.space.encode(pool), self.kappa)]
 
-    def tell(self, arch: NB201Arch, fitness: float) -> None:
-        self.observations.append((arch.to_string(), float(fitness)))
+    def tell(self, arch: Any, fitness: float) -> None:
+        self.observations.append((self.space.key(arch), float(fitness)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"observations": [list(o) for o in self.observations]}
@@ -186,8 +181,9 @@ def fidelity_schedule(budget_epochs: float, high_cost: float, low_cost: float, i
 class MultiFidelityUCB:
     """Multi-fidelity GP-UCB: ``ask(g, fidelity)`` / ``tell(arch, fidelity, value)``."""
 
-    def __init__(self, initial_high: int = 3, initial_low: int = 10, candidates: int = 1000, kappa: float = 1.0,
-                 model: Literal["cokriging", "botorch"] = "cokriging", low_fidelity_value: float = 0.0):
+    def __init__(self, space: SearchSpace, initial_high: int = 3, initial_low: int = 10, candidates: int = 1000,
+                 kappa: float = 1.0, model: Literal["cokriging", "botorch"] = "cokriging",
+                 low_fidelity_value: float = 0.0):
         """
         Args:
             model: ``cokriging`` (AR(1), default) or ``botorch`` (``SingleTaskMultiFidelityGP``, fidelity column
@@ -199,6 +195,7 @@ class MultiFidelityUCB:
                               "kappa >= 0")
         if model not in ("cokriging", "botorch"):
             raise ConfigError(f"unknown multi-fidelity model {model!r}: use 'cokriging' or 'botorch'")
+        self.space = space
         self.initial = {HIGH: initial_high, LOW: initial_low}
         self.candidates, self.kappa, self.model_kind = candidates, kappa, model
         self.low_value = low_fidelity_value
@@ -212,8 +209,8 @@ class MultiFidelityUCB:
             return 1.0
         return 0.0 if self.model_kind == "cokriging" else self.low_value
 
-    def _inputs(self, archs: Sequence[NB201Arch], fidelity: str) -> torch.Tensor:
-        x = encode(archs)
+    def _inputs(self, archs: Sequence[Any], fidelity: str) -> torch.Tensor:
+        x = self.space.encode(archs)
         return torch.cat([x, torch.full((len(x), 1), self._fidelity_input(fidelity), dtype=DTYPE)], dim=1)
 
     def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +219,7 @@ class MultiFidelityUCB:
         for fidelity in (LOW, HIGH):
             obs = [(a, v) for a, f, v in self.observations if f == fidelity]
             if obs:
-                xs.append(self._inputs([NB201Arch.from_string(a) for a, _ in obs], fidelity))
+                xs.append(self._inputs([self.space.parse(a) for a, _ in obs], fidelity))
                 ys.append(standardise(torch.tensor([v for _, v in obs], dtype=DTYPE)))
         return torch.cat(xs), torch.cat(ys).unsqueeze(-1)
 
@@ -235,16 +232,16 @@ class MultiFidelityUCB:
                                      outcome_transform=None), seed)
         return _fit(SingleTaskMultiFidelityGP(x, y, data_fidelities=[dims], outcome_transform=None), seed)
 
-    def ask(self, g: torch.Generator, fidelity: str) -> NB201Arch:
+    def ask(self, g: torch.Generator, fidelity: str) -> Any:
         done = self._evaluated(fidelity)
         if len(done) < self.initial[fidelity] or len(self.observations) < sum(self.initial.values()):
-            return random_unevaluated(g, 1, done)[0]
+            return random_unevaluated(self.space, g, 1, done)[0]
         fit_seed = int(torch.randint(2**62, (1,), generator=g))
-        pool = random_unevaluated(g, self.candidates, done)
+        pool = random_unevaluated(self.space, g, self.candidates, done)
         return pool[ucb_argmax(self.model(fit_seed), self._inputs(pool, fidelity), self.kappa)]
 
-    def tell(self, arch: NB201Arch, fidelity: str, value: float) -> None:
-        self.observations.append((arch.to_string(), fidelity, float(value)))
+    def tell(self, arch: Any, fidelity: str, value: float) -> None:
+        self.observations.append((self.space.key(arch), fidelity, float(value)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"observations": [list(o) for o in self.observations]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -21,31 +21,25 @@ from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.distill_losses import CrossEntropy, DistillationLoss, Outputs
 from lightning_nas.methods.network_training import NetworkTraining
 from lightning_nas.reproducibility import seeded
-from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_parameters
-from lightning_nas.search_spaces.darts.genotype import Genotype
-from lightning_nas.search_spaces.darts.resolve import load_genotype
-from lightning_nas.search_spaces.nb201.arch import NB201Arch, load_arch
-from lightning_nas.search_spaces.nb201.network import NB201Network
+from lightning_nas.search_spaces.cost import count_parameters
+from lightning_nas.search_spaces.space import SearchSpace, get_space
 
-Space = Literal["nb201", "darts"]
 NB201_SGD = {"class_path": "torch.optim.SGD",
              "init_args": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
 
 
-def resolve_arch(space: str, spec: Union[str, int, NB201Arch, Genotype]) -> Union[NB201Arch, Genotype]:
-    """An NB201 cell (arch string, index, genotype.json, run dir) or a DARTS genotype (published name, ...)."""
-    if space == "nb201":
-        return load_arch(spec)  # type: ignore[arg-type]
-    if space == "darts":
-        return spec if isinstance(spec, Genotype) else load_genotype(str(spec))
-    raise ConfigError(f"unknown search space {space!r}: use 'nb201' or 'darts'")
+def resolve_arch(space: str, spec: Any) -> Any:
+    """A cell of the registered space ``space`` in any form its ``parse`` reads (NB201: arch string, index,
+    genotype.json, run dir; DARTS: published name, genotype.json, run dir, text)."""
+    return get_space(space).parse(spec)
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
     """Everything that builds a trained network again (stored in the checkpoint: a teacher is rebuilt from it).
 
-    ``layers``: cells per stage for NB201 (the benchmark: 5), cells in all for DARTS (the paper: 20)."""
+    ``space``: a registered space name; ``layers`` as the space counts them (NB201: cells per stage, the
+    benchmark's 5; DARTS: cells in all, the paper's 20)."""
 
     space: str
     arch: str
@@ -55,9 +49,11 @@ class NetworkSpec:
     in_channels: int
 
     def __post_init__(self) -> None:
-        if self.channels < 1 or self.layers < (1 if self.space == "nb201" else 3):
-            raise ConfigError(f"model.channels must be >= 1 and model.layers >= 1 (NB201: cells per stage) or >= 3 "
-                              f"(DARTS: cells in all), got {self.channels}, {self.layers}")
+        min_layers = get_space(self.space).min_layers
+        if self.channels < 1 or self.layers < min_layers:
+            raise ConfigError(f"model.channels must be >= 1 and model.layers >= {min_layers} in the {self.space} "
+                              f"space (NB201: cells per stage; DARTS: cells in all, >= 3), got {self.channels}, "
+                              f"{self.layers}")
 
     def build(self) -> CellNetwork:
         return CellNetwork(self)
@@ -67,22 +63,17 @@ class NetworkSpec:
 
 
 class CellNetwork(nn.Module):
-    """The space's discrete network; ``forward(x, features=True)`` also returns the output of each stage (the
-    last cell before each reduction and the last cell), which NST compares. DARTS: no auxiliary head."""
+    """The space's discrete network (``SearchSpace.network``; DARTS: no auxiliary head); ``forward(x,
+    features=True)`` also returns the output of each stage (``SearchSpace.stage_modules``: the last cell before each
+    reduction and the last cell), which NST compares."""
 
     def __init__(self, spec: NetworkSpec):
         super().__init__()
         self.spec = spec
-        arch = resolve_arch(spec.space, spec.arch)
-        if spec.space == "nb201":
-            self.net: nn.Module = NB201Network(arch, spec.num_classes, spec.in_channels, spec.channels, spec.layers)
-            n = spec.layers
-            stage_ends = [self.net.layers[i] for i in (n - 1, 2 * n, 3 * n + 1)]
-        else:
-            self.net = NetworkCIFAR(arch, spec.channels, spec.num_classes, spec.layers, auxiliary=False,
-                                    in_channels=spec.in_channels)
-            cells, k = self.net.cells, spec.layers
-            stage_ends = [cells[i] for i in (k // 3 - 1, 2 * k // 3 - 1, k - 1)]
+        space = get_space(spec.space)
+        self.net: nn.Module = space.network(space.parse(spec.arch), spec.num_classes, spec.in_channels,
+                                            spec.channels, spec.layers)
+        stage_ends = space.stage_modules(self.net)
         self._captured: Optional[list[torch.Tensor]] = None
         for module in stage_ends:
             module.register_forward_hook(self._capture)
@@ -191,7 +182,7 @@ class TrainCell(NetworkTraining):
 
     def __init__(self, arch: str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
                                    "nor_conv_3x3~2|",
-                 space: Space = "nb201", channels: int = 16, layers: int = 5,
+                 space: str = "nb201", channels: int = 16, layers: int = 5,
                  loss: Optional[DistillationLoss] = None, teacher: Optional[str] = None,
                  optimizer: OptimizerCallable = NB201_SGD, lr_scheduler: Optional[LRSchedulerCallable] = None,
                  grad_clip: float = 0.0, num_classes: int = 10, in_channels: int = 3, seed: int = 2):
@@ -200,7 +191,8 @@ class TrainCell(NetworkTraining):
             arch: NB201: an arch string, benchmark index, genotype.json or run dir (default: index 9930, one of
                 the benchmark's best CIFAR-10 cells, 94.36 %); DARTS: a published name (DARTS_V2), genotype.json,
                 run dir or genotype text.
-            space: ``nb201`` (the benchmark's macro network) or ``darts`` (NetworkCIFAR, no auxiliary head).
+            space: a registered space: ``nb201`` (the benchmark's macro network) or ``darts`` (NetworkCIFAR, no
+                auxiliary head).
             channels, layers: initial channels; NB201 cells per stage (benchmark: 16, 5) / DARTS cells in all.
             loss: ``CrossEntropy`` (default), ``HintonKD`` (T 32, alpha 1) or ``NST`` (beta 12.5).
             teacher: checkpoint of a TrainCell run, required by HintonKD (alpha > 0) and NST.
@@ -224,6 +216,9 @@ class TrainCell(NetworkTraining):
 
     def genotype(self) -> Any:
         return resolve_arch(self.spec.space, self.spec.arch)
+
+    def search_space(self) -> SearchSpace:
+        return get_space(self.spec.space)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.sync_lr_schedule()

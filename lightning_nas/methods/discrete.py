@@ -1,16 +1,23 @@
-"""Discrete searches on NAS-Bench-201: random search, REA, AREA and NASWOT, through the same CLI and run
+"""Discrete searches on any registered space: random search, REA, AREA and NASWOT, through the same CLI and run
 directory as the differentiable methods.
 
 Each training step evaluates one architecture; an epoch is ``data.steps_per_epoch`` of them and the search
-stops after ``budget`` evaluations. The *oracle* is the benchmark table (the shipped 200-epoch test accuracy
-by default, ``oracle_metric: valid`` with the official files): random search, REA and AREA query it once per
-evaluation, so their budget counts queried architectures. NASWOT never queries it: it scores each sampled
-architecture with a training-free proxy on one batch and keeps the best score; the benchmark accuracy of the
-chosen cell is then only reported. The incumbent (best fitness so far, the first on ties) is ``genotype()``,
-so ``genotype.json`` and the ``BenchmarkAccuracy`` callback see it after every epoch.
+stops after ``budget`` evaluations. ``fitness`` says how a cell is scored:
 
-Subclasses change ``fitness`` (how a cell is scored) or ``evaluate`` (one whole evaluation: the multi-fidelity
-search in ``mf_kd`` records low-fidelity evaluations, which never become the incumbent).
+- ``benchmark`` (the default on a space with a table, NAS-Bench-201): the table is the oracle (the shipped
+  200-epoch test accuracy, ``oracle_metric: valid`` with the official files); random search, REA and AREA query it
+  once per evaluation, so their budget counts queried architectures;
+- ``proxy`` (the default on a space without a table, such as DARTS): a registered training-free proxy (NASWOT's
+  score by default) of the cell's network (``SearchSpace.network`` at ``channels`` x ``layers``, initialised from a
+  seed the step's generator draws) on the step's proxy batch.
+
+NASWOT always scores with the proxy and never queries a table; the benchmark accuracy of the chosen cell is then
+only reported. The incumbent (best fitness so far, the first on ties) is ``genotype()``, so ``genotype.json`` and
+the ``BenchmarkAccuracy`` callback see it after every epoch.
+
+Subclasses set ``strategy`` (an ``AskTell``), change ``fitness`` (how a cell is scored) or ``evaluate`` (one whole
+evaluation: the multi-fidelity search in ``mf_kd`` records low-fidelity evaluations, which never become the
+incumbent).
 
 Every draw comes from a generator seeded by (seed, evaluation number), and proxy networks are initialised from
 one as well: the same seed gives the same search on any device, and a resumed run continues exactly. They run
@@ -24,31 +31,51 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from lightning_nas.data.batches import mix_seed
+from lightning_nas.core.module import NASModule
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.common import NASModule
-from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution, random_arch
+from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution
 from lightning_nas.proxies.registry import get_proxy
-from lightning_nas.reproducibility import seeded
-from lightning_nas.search_spaces.nb201.arch import NB201Arch
-from lightning_nas.search_spaces.nb201.network import NB201Network
-from lightning_nas.tabular.nb201 import canonical_dataset, load_benchmark
+from lightning_nas.reproducibility import mix_seed, seeded
+from lightning_nas.search_spaces.space import SearchSpace, get_space
+from lightning_nas.tabular.nb201 import canonical_dataset
 
 Dataset = Literal["cifar10", "cifar100", "imagenet16_120"]
+Fitness = Literal["benchmark", "proxy"]
+
+
+def score_cell(arch: Any, x: torch.Tensor, y: Optional[torch.Tensor], init_seed: int, proxy: str = "naswot",
+               num_classes: int = 1, channels: int = 16, layers: int = 5, space: str | SearchSpace = "nb201"
+               ) -> float:
+    """A registered proxy's score of one cell: the space's network of the cell (NAS-Bench-201's C=16, N=5 by
+    default) with ``num_classes`` outputs (NASWOT: 1), initialised on the CPU from ``init_seed`` (the same weights
+    on every device and rank), scored on the batch ``x`` where it lies."""
+    with seeded(init_seed):
+        net = get_space(space).network(arch, num_classes, x.shape[1], channels, layers)
+    return float(get_proxy(proxy)(net.to(x.device), x, y))
 
 
 class DiscreteSearch(NASModule):
-    """Base: the step loop, history, incumbent, checkpoint state. Subclasses set ``strategy`` and ``fitness``."""
+    """Base: the step loop, history, incumbent, checkpoint state. Subclasses set ``strategy`` and may change
+    ``fitness``."""
 
-    def __init__(self, budget: int = 100, dataset: Dataset = "cifar10", oracle_metric: Literal["test", "valid"]
-                 = "test", benchmark_path: Optional[str] = None, seed: int = 2, num_classes: Optional[int] = None,
-                 in_channels: int = 3):
+    def __init__(self, budget: int = 100, space: str = "nb201", fitness: Optional[Fitness] = None,
+                 dataset: Dataset = "cifar10", oracle_metric: Literal["test", "valid"] = "test",
+                 benchmark_path: Optional[str] = None, proxy: str = "naswot", proxy_num_classes: int = 1,
+                 channels: Optional[int] = None, layers: Optional[int] = None, cells_per_stage: Optional[int] = None,
+                 seed: int = 2, num_classes: Optional[int] = None, in_channels: int = 3):
         """
         Args:
             budget: architectures evaluated (oracle queries; NASWOT: architectures scored).
+            space: the registered search space (``nb201``, ``darts``).
+            fitness: ``benchmark`` (the space's table) or ``proxy``; default: the table where the space has one.
             dataset: the benchmark dataset whose accuracy is the oracle and the report.
             oracle_metric: ``test`` (the shipped table) or ``valid`` (needs the official files).
             benchmark_path: official NAS-Bench-201 / NATS-Bench files or a CSV; default: the shipped table.
+            proxy: a name registered in ``lightning_nas.proxies`` (NASWOT's v2 score: ``naswot``).
+            proxy_num_classes: outputs of the scored network (NASWOT builds it with 1).
+            channels, layers: the scored network's size (default the space's ``search_network_defaults``:
+                NAS-Bench-201 C=16, N=5 cells per stage; DARTS C=16, 8 cells).
+            cells_per_stage: NAS-Bench-201's name for ``layers`` (configs written before ``layers``).
             seed: seeds every draw; the CLI sets it from seed_everything.
             num_classes, in_channels: linked from the datamodule by the CLI; unused (a proxy's network takes its
                 input channels from the batch and has ``proxy_num_classes`` outputs).
@@ -56,23 +83,58 @@ class DiscreteSearch(NASModule):
         super().__init__()
         if budget < 1:
             raise ConfigError(f"model.budget must be a positive integer, got {budget}")
-        dataset = canonical_dataset(dataset)  # our spelling or the benchmark's (ImageNet16-120)
         self.automatic_optimization = False
+        self.space = get_space(space)
+        self.benchmark = self.space.benchmark(benchmark_path)
+        self.fitness_kind: Fitness = fitness or ("benchmark" if self.benchmark is not None else "proxy")
+        if self.fitness_kind not in ("benchmark", "proxy"):
+            raise ConfigError(f"model.fitness must be 'benchmark' or 'proxy', got {self.fitness_kind!r}")
+        if self.fitness_kind == "benchmark" and self.benchmark is None:
+            raise ConfigError(f"the {self.space.name} space has no benchmark table to query: set model.fitness: "
+                              "proxy (a training-free score of each cell)")
+        if self.benchmark is not None:
+            dataset = canonical_dataset(dataset)  # our spelling or the benchmark's (ImageNet16-120)
+            self.benchmark.column(dataset, oracle_metric)  # fails now, with the fix, if the table lacks it
         self.budget, self.dataset, self.oracle_metric, self.seed = budget, dataset, oracle_metric, seed
-        self.benchmark = load_benchmark(benchmark_path)
-        self.benchmark.column(dataset, oracle_metric)  # fails now, with the fix, if the table lacks it
-        self.strategy: Any = RandomSampling()
+        get_proxy(proxy)
+        c, n = self.space.search_network_defaults
+        layers = layers if layers is not None else cells_per_stage
+        self.proxy, self.proxy_num_classes = proxy, proxy_num_classes
+        self.proxy_channels, self.proxy_layers = channels or c, layers or n
+        self.strategy: Any = RandomSampling(self.space)
         self.history: list[dict[str, Any]] = []
 
     def space_id(self) -> str:
-        return "NB201 (discrete)"
+        return f"{self.space.label} (discrete)"
+
+    def search_space(self) -> SearchSpace:
+        return self.space
 
     def configure_optimizers(self) -> None:
         return None
 
     # ---- pieces subclasses change ------------------------------------------------------------------
-    def fitness(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
-        return self.benchmark.accuracy(arch, self.dataset, self.oracle_metric)
+    def fitness(self, arch: Any, batch: dict, g: torch.Generator) -> float:
+        if self.fitness_kind == "benchmark":
+            return self.benchmark.accuracy(arch, self.dataset, self.oracle_metric)
+        return self.proxy_score(arch, batch, g)
+
+    def proxy_score(self, arch: Any, batch: dict, g: torch.Generator) -> float:
+        """The proxy's score of the cell on the step's proxy batch, its network initialised from a seed drawn
+        from ``g``."""
+        if "proxy" not in batch:
+            raise ConfigError(f"proxy {self.proxy!r} needs images: give the ProxyDataModule a dataset")
+        x, y = batch["proxy"]
+        seed = int(torch.randint(2**62, (1,), generator=g))
+        return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.proxy_channels,
+                          self.proxy_layers, self.space)
+
+    def record(self, arch: Any) -> dict[str, Any]:
+        """A history record's identity of a cell: its text and, with a benchmark, its index."""
+        rec: dict[str, Any] = {"arch": self.space.key(arch)}
+        if self.benchmark is not None:
+            rec["index"] = self.benchmark.index(arch)
+        return rec
 
     def prepare(self, batch: dict) -> None:
         """Called before the first evaluation (AREA scores its candidates here)."""
@@ -114,7 +176,7 @@ class DiscreteSearch(NASModule):
         self.strategy.tell(arch, fit)
         if math.isfinite(fit):  # NASWOT gives -inf to cells whose kernel is singular
             self.log("search/fitness", fit, on_step=False, on_epoch=True, batch_size=1)
-        return {"arch": arch.to_string(), "index": self.benchmark.index(arch), "fitness": fit}
+        return {**self.record(arch), "fitness": fit}
 
     def _count_step(self) -> None:
         """Lightning's global step counts optimizer steps, and a discrete search steps none: each evaluation is
@@ -133,11 +195,11 @@ class DiscreteSearch(NASModule):
                 best = rec
         return best
 
-    def genotype(self) -> NB201Arch:
+    def genotype(self) -> Any:
         best = self.incumbent()
         if best is None:
             raise ConfigError("the search has evaluated no architecture yet")
-        return NB201Arch.from_string(best["arch"])
+        return self.space.parse(best["arch"])
 
     # ---- validate / test: the incumbent's benchmark accuracies ---------------------------------------
     def _report(self, stage: str) -> None:
@@ -150,10 +212,11 @@ class DiscreteSearch(NASModule):
                 return
             raise ConfigError(f"`{stage}` of a discrete search reports the incumbent of a finished search: pass its "
                               "checkpoint with --ckpt_path <run dir>/checkpoints/last.ckpt")
-        for key, value in self.benchmark.query(best["index"]).items():
-            if key not in ("index", "arch"):
-                self.log(f"{stage}/{key}", value, batch_size=1)
-        self.log(f"{stage}/arch_index", float(best["index"]), batch_size=1)
+        if self.benchmark is not None:
+            for key, value in self.benchmark.query(best["index"]).items():
+                if key not in ("index", "arch"):
+                    self.log(f"{stage}/{key}", value, batch_size=1)
+            self.log(f"{stage}/arch_index", float(best["index"]), batch_size=1)
         if math.isfinite(best["fitness"]):
             self.log(f"{stage}/fitness", best["fitness"], batch_size=1)
 
@@ -171,13 +234,18 @@ class DiscreteSearch(NASModule):
 
     def summary_extras(self) -> dict[str, Any]:
         best = self.incumbent()
+        extras: dict[str, Any] = {"evaluated": len(self.history)}
+        if self.fitness_kind == "proxy":
+            extras.update(fitness="proxy", proxy=self.proxy)
+        if self.benchmark is None:
+            return {**extras, "incumbent": best and {"arch": best["arch"], "fitness": best["fitness"]}}
         trajectory: list[Optional[float]] = []
         top, acc = -math.inf, None
         for rec in self.history:  # the oracle accuracy of the incumbent after each evaluation
             if rec.get("fidelity", "high") == "high" and (acc is None or rec["fitness"] > top):
                 top, acc = rec["fitness"], self.benchmark.accuracy(rec["index"], self.dataset)
             trajectory.append(acc)
-        return {"evaluated": len(self.history),
+        return {**extras,
                 "incumbent": None if best is None else {**self.benchmark.query(best["index"]),
                                                         "fitness": best["fitness"]},
                 f"incumbent_{self.dataset}_test_by_evaluation": trajectory}
@@ -203,51 +271,13 @@ class DiscreteSearch(NASModule):
         pass
 
 
-def score_cell(arch: NB201Arch, x: torch.Tensor, y: Optional[torch.Tensor], init_seed: int, proxy: str = "naswot",
-               num_classes: int = 1, channels: int = 16, cells_per_stage: int = 5) -> float:
-    """A registered proxy's score of one cell: the benchmark's network (C=16, N=5 by default) with
-    ``num_classes`` outputs (NASWOT: 1), initialised on the CPU from ``init_seed`` (the same weights on every
-    device and rank), scored on the batch ``x`` where it lies."""
-    with seeded(init_seed):
-        net = NB201Network(arch, num_classes, x.shape[1], channels, cells_per_stage)
-    return float(get_proxy(proxy)(net.to(x.device), x, y))
-
-
-class ProxyScoring:
-    """Mixin of the searches that score cells with a registered proxy on the step's proxy batch
-    (``score_cell``); it adds the proxy's options to the method's."""
-
-    def __init__(self, *args: Any, proxy: str = "naswot", proxy_num_classes: int = 1, channels: int = 16,
-                 cells_per_stage: int = 5, **kwargs: Any):
-        """
-        Args:
-            proxy: a name registered in ``lightning_nas.proxies`` (NASWOT's v2 score: ``naswot``).
-            proxy_num_classes: outputs of the scored network (NASWOT builds it with 1).
-            channels, cells_per_stage: the scored network's C and N (the benchmark's: 16, 5).
-        """
-        super().__init__(*args, **kwargs)
-        get_proxy(proxy)
-        self.proxy, self.proxy_num_classes = proxy, proxy_num_classes
-        self.channels, self.cells_per_stage = channels, cells_per_stage
-
-    def proxy_score(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
-        if "proxy" not in batch:
-            raise ConfigError(f"proxy {self.proxy!r} needs images: give the ProxyDataModule a dataset")
-        x, y = batch["proxy"]
-        seed = int(torch.randint(2**62, (1,), generator=g))
-        return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.channels, self.cells_per_stage)
-
-    def summary_extras(self) -> dict[str, Any]:
-        return {**super().summary_extras(), "proxy": self.proxy}  # type: ignore[misc]
-
-
 class RandomSearch(DiscreteSearch):
-    """Random search with the benchmark as oracle: the best of ``budget`` uniformly sampled cells."""
+    """Random search: the best of ``budget`` uniformly sampled cells (scored by the benchmark or the proxy)."""
 
 
 class REA(DiscreteSearch):
-    """Regularised evolution (Real et al., AAAI 2019) with the benchmark as oracle. Defaults are the
-    NAS-Bench-201 baseline's: population 10, tournament sample 3."""
+    """Regularised evolution (Real et al., AAAI 2019). Defaults are the NAS-Bench-201 baseline's: population 10,
+    tournament sample 3."""
 
     def __init__(self, *args: Any, population_size: int = 10, sample_size: int = 3, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -255,10 +285,10 @@ class REA(DiscreteSearch):
             raise ConfigError(f"model.population_size ({population_size}) is larger than model.budget "
                               f"({self.budget}): evolution would never start (the first population_size "
                               "evaluations are random); raise the budget or lower the population")
-        self.strategy = RegularizedEvolution(population_size, sample_size)
+        self.strategy = RegularizedEvolution(self.space, population_size, sample_size)
 
 
-class AREA(ProxyScoring, REA):
+class AREA(REA):
     """Assisted REA (Mellor et al., ICML 2021, Sec. 5): score ``proxy_candidates`` random cells with the proxy
     (no oracle query), start REA's population from the best ``population_size`` of them. ``budget`` counts the
     oracle queries of REA only, so the proxy scoring comes on top (one batch per candidate)."""
@@ -275,9 +305,9 @@ class AREA(ProxyScoring, REA):
         g = torch.Generator().manual_seed(mix_seed(self.seed, 13))
         scored = []
         for _ in range(self.proxy_candidates):
-            arch = random_arch(g)
+            arch = self.space.sample(g)
             scored.append((arch, self.proxy_score(arch, batch, g)))
-        self.candidate_scores = [(a.to_string(), s) for a, s in scored]
+        self.candidate_scores = [(self.space.key(a), s) for a, s in scored]
         ranked = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
         self.strategy.initial = [scored[i][0] for i in ranked[: self.strategy.population_size]]
 
@@ -288,12 +318,16 @@ class AREA(ProxyScoring, REA):
         self.candidate_scores = [tuple(c) for c in state.get("candidate_scores", [])]
 
     def summary_extras(self) -> dict[str, Any]:
-        return {**super().summary_extras(), "proxy_candidates": self.candidate_scores}
+        return {**super().summary_extras(), "proxy": self.proxy, "proxy_candidates": self.candidate_scores}
 
 
-class NASWOT(ProxyScoring, DiscreteSearch):
+class NASWOT(DiscreteSearch):
     """Training-free search (Mellor et al., ICML 2021, Alg. 1): sample ``budget`` (N) cells, score each with the
     proxy (default the v2 NASWOT score) on one batch, keep the best. The benchmark is never queried to choose."""
 
-    def fitness(self, arch: NB201Arch, batch: dict, g: torch.Generator) -> float:
-        return self.proxy_score(arch, batch, g)
+    def __init__(self, *args: Any, **kwargs: Any):
+        if kwargs.get("fitness") not in (None, "proxy"):
+            raise ConfigError("NASWOT scores cells with the proxy only: drop model.fitness (or use RandomSearch for "
+                              "benchmark queries)")
+        kwargs["fitness"] = "proxy"
+        super().__init__(*args, **kwargs)

@@ -21,13 +21,13 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bayes_opt import GPUCB, HIGH, LOW, MultiFidelityUCB, fidelity_schedule
 from lightning_nas.methods.cell_training import NetworkSpec, load_teacher
 from lightning_nas.methods.discrete import DiscreteSearch
 from lightning_nas.methods.distill_losses import DistillationLoss, HintonKD
 from lightning_nas.methods.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
+from lightning_nas.reproducibility import mix_seed
 
 Dataset = Literal["cifar10", "cifar100", "imagenet16_120"]
 
@@ -42,7 +42,7 @@ class BayesOpt(DiscreteSearch):
         if initial_points > self.budget:
             raise ConfigError(f"model.initial_points ({initial_points}) is larger than model.budget ({self.budget}): "
                               "the GP would never be used")
-        self.strategy = GPUCB(initial_points, candidates, ucb_kappa)
+        self.strategy = GPUCB(self.space, initial_points, candidates, ucb_kappa)
 
 
 class MFKD(DiscreteSearch):
@@ -84,13 +84,16 @@ class MFKD(DiscreteSearch):
         if LOW in self.plan and num_classes is None:
             raise ConfigError("MF-KD's low fidelity trains networks on images: set data.init_args.dataset (e.g. "
                               "image_folder with data_dir) in the ProxyDataModule")
-        self.teacher = load_teacher(teacher, self.loss_fn, "nb201", num_classes)
-        self.strategy = MultiFidelityUCB(initial_high, initial_low, candidates, ucb_kappa, gp_model,
+        if self.benchmark is None:
+            raise ConfigError(f"MF-KD's high fidelity is the benchmark table, and the {self.space.name} space has "
+                              "none: use a space with a benchmark (nb201)")
+        self.teacher = load_teacher(teacher, self.loss_fn, self.space.name, num_classes)
+        self.strategy = MultiFidelityUCB(self.space, initial_high, initial_low, candidates, ucb_kappa, gp_model,
                                          low_fidelity_value=low_fidelity_epochs / high_fidelity_epochs)
         self._data: Optional[LowFidelitySplit] = None
 
     def space_id(self) -> str:
-        return "NB201 (discrete, multi-fidelity)"
+        return f"{self.space.label} (discrete, multi-fidelity)"
 
     def low_fidelity_data(self) -> LowFidelitySplit:
         if self._data is None:
@@ -102,15 +105,14 @@ class MFKD(DiscreteSearch):
     def evaluate(self, n: int, batch: dict, g: torch.Generator) -> dict[str, Any]:
         fidelity = self.plan[n]
         arch = self.strategy.ask(g, fidelity)
-        record: dict[str, Any] = {"arch": arch.to_string(), "index": self.benchmark.index(arch),
-                                  "fidelity": fidelity}
+        record: dict[str, Any] = {**self.record(arch), "fidelity": fidelity}
         if fidelity == HIGH:
             value = self.benchmark.accuracy(arch, self.dataset, self.oracle_metric)
             record["cost_epochs"] = self.high_fidelity_epochs
             self.log("search/fitness", value, on_step=False, on_epoch=True, batch_size=1)
         else:
-            spec = NetworkSpec("nb201", arch.to_string(), self.channels, self.cells_per_stage, int(self.num_classes),
-                               self.in_channels)
+            spec = NetworkSpec(self.space.name, self.space.key(arch), self.channels, self.cells_per_stage,
+                               int(self.num_classes), self.in_channels)
             result = train_low_fidelity(spec, self.loss_fn, self.teacher, self.low_fidelity_data(), self.recipe,
                                         mix_seed(self.seed, n, 17), self.device)
             value = result["accuracy"]

@@ -18,25 +18,19 @@ import torch
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.darts import DARTS
-from lightning_nas.search_spaces.darts.supernet import DartsSupernet
+from lightning_nas.search_spaces.space import SearchSpace
 
-CONV_OPS = ("sep_conv", "dil_conv", "conv_7x1")
-
-
-def conv_op_count(gene: Any) -> int:
-    return sum(1 for op, _ in gene if op.startswith(CONV_OPS))
+#: the paper's stopping rule: 6 conv ops in the normal cell, none in the reduction cell
+EARLY_STOP = {"normal": 6, "reduce": 0}
 
 
-def model_size(genotype: Any) -> int:
+def model_size(space: SearchSpace, genotype: Any) -> int:
     """Conv ops in the derived cells (DARTS: normal + reduction cell; NAS-Bench-201: the one cell)."""
-    if hasattr(genotype, "num_conv_ops"):
-        return int(genotype.num_conv_ops())
-    return conv_op_count(genotype.normal) + conv_op_count(genotype.reduce)
+    return sum(space.conv_ops(genotype).values())
 
 
-def reached_early_stop(genotype: Any) -> bool:
-    """The paper's stopping rule: 6 conv ops in the normal cell, none in the reduction cell."""
-    return conv_op_count(genotype.normal) == 6 and conv_op_count(genotype.reduce) == 0
+def reached_early_stop(space: SearchSpace, genotype: Any) -> bool:
+    return space.conv_ops(genotype) == EARLY_STOP
 
 
 class MiLeNAS(DARTS):
@@ -51,7 +45,7 @@ class MiLeNAS(DARTS):
         super().__init__(*args, **kwargs)
         if lambda_val < 0:
             raise ConfigError(f"model.lambda_val must be >= 0, got {lambda_val}")
-        if early_stop and not isinstance(self.supernet, DartsSupernet):
+        if early_stop and set(self.supernet.space.cell_types) != set(EARLY_STOP):
             raise ConfigError("model.early_stop is the paper's rule for the DARTS space (6 conv ops in the normal "
                               "cell, none in the reduction cell); set it to false on this space")
         self.lambda_val, self.track_model_size, self.early_stop = lambda_val, track_model_size, early_stop
@@ -74,14 +68,14 @@ class MiLeNAS(DARTS):
         if self.trainer.sanity_checking or not self.track_model_size and not self.early_stop:
             return
         g = self.genotype()
-        size = model_size(g)
+        size = model_size(self.supernet.space, g)
         self.log_replicated("milenas/conv_ops", float(size))
         if self.track_model_size and self.val_acc.update_called:
             acc = float(self.val_acc.compute())  # this epoch's value (callback_metrics still holds the last one)
             best = self.best_by_size.get(size)
             if best is None or acc > best["val_acc"]:
                 self.best_by_size[size] = {"val_acc": acc, "epoch": self.current_epoch, "genotype": g.to_text()}
-        if self.early_stop and reached_early_stop(g):
+        if self.early_stop and reached_early_stop(self.supernet.space, g):
             self.trainer.should_stop = True
 
     def summary_extras(self) -> dict[str, Any]:

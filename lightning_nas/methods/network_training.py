@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lightning_nas.methods.common import NASModule, build_optimizer
+from lightning_nas.core.module import NASModule, build_optimizer
 
 
 class NetworkTraining(NASModule):

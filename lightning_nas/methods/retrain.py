@@ -15,8 +15,10 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.network_training import NetworkTraining
-from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet, count_parameters
+from lightning_nas.search_spaces.cost import count_parameters
+from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet
 from lightning_nas.search_spaces.darts.resolve import load_genotype
+from lightning_nas.search_spaces.space import SearchSpace, get_space
 
 RETRAIN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 
@@ -51,6 +53,9 @@ class Retrain(NetworkTraining):
 
     def genotype(self) -> Any:
         return self.arch
+
+    def search_space(self) -> SearchSpace:
+        return get_space("darts")
 
     @property
     def num_parameters(self) -> int:

@@ -42,12 +42,12 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from lightning_nas.analysis.diversity import diversity_report
-from lightning_nas.data.batches import mix_seed
+from lightning_nas.core.module import NASModule, build_optimizer
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.common import NASModule, build_optimizer
 from lightning_nas.methods.ensemble_pruning import CRITERIA, select_members
-from lightning_nas.reproducibility import seeded
-from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, count_parameters
+from lightning_nas.reproducibility import mix_seed, seeded
+from lightning_nas.search_spaces.cost import count_parameters
+from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR
 from lightning_nas.search_spaces.darts.resolve import load_genotype
 
 SAEP_RMSPROP = {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 0.003}}

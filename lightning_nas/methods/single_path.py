@@ -51,15 +51,17 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_nas.data.batches import mix_seed
+from lightning_nas.core.capabilities import UpdatesChildren
+from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
+from lightning_nas.core.module import NASModule, build_optimizer, resolve_callable
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.base import DARTS_WEIGHT_SGD, SupernetFactory
-from lightning_nas.methods.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
-from lightning_nas.methods.common import NASModule, build_optimizer, resolve_callable
 from lightning_nas.methods.projection import GradientProjector
+from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces.base import Path, Supernet
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 from lightning_nas.search_spaces.neighbourhood import neighbour_path
+from lightning_nas.search_spaces.space import SearchSpace
 
 CANDIDATE_STREAM, NEIGHBOUR_STREAM = 17, 19
 #: an orthogonal-update projector, built with no arguments (a class_path/init_args in a config)
@@ -72,7 +74,7 @@ def path_code(path: Path) -> tuple[int, ...]:
     return tuple(op for key in sorted(path) for op in path[key])
 
 
-class SinglePathSearch(NASModule):
+class SinglePathSearch(UpdatesChildren, NASModule):
     """Uniform single-path supernet training (RSPS / SPOS), ranking of candidates with inherited weights,
     optional group or prefix sharing."""
 
@@ -345,6 +347,9 @@ class SinglePathSearch(NASModule):
 
     def genotype(self) -> Any:
         return self.supernet.path_genotype(self.best_path())
+
+    def search_space(self) -> SearchSpace:
+        return self.supernet.space
 
     # ---- evaluation: the current pick on the held-out split / test set ------------------------------------
     def _start_eval(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from matplotlib.figure import Figure
 
 from lightning_nas.reporting.runs import CURVES, Run, load_run
+from lightning_nas.search_spaces.space import space_of_record
 
 
 def png(fig: Figure) -> bytes:
@@ -101,26 +102,18 @@ def _draw_dag(ax: Any, nodes: Sequence[str], edges: Sequence[tuple[int, int, str
 
 
 def cell_diagram(genotype: dict[str, Any]) -> Optional[bytes]:
-    """A DARTS genotype's normal and reduction cells, or a NAS-Bench-201 cell; None for anything else."""
-    if "normal" in genotype:
-        fig = Figure(figsize=(11, 3.8))
-        for k, cell in enumerate(("normal", "reduce")):
-            gene = genotype[cell]
-            steps = len(gene) // 2
-            nodes = ["c_{k-2}", "c_{k-1}", *[str(i) for i in range(steps)], "c_{k}"]
-            edges = [(src, 2 + i // 2, op) for i, (op, src) in enumerate(gene)]
-            edges += [(c, len(nodes) - 1, "") for c in genotype.get(f"{cell}_concat", [])]
-            _draw_dag(fig.add_subplot(1, 2, k + 1), nodes, edges, f"{cell} cell")
-        fig.tight_layout()
-        return png(fig)
-    if genotype.get("space") == "nb201" and "ops" in genotype:
-        fig = Figure(figsize=(5, 2.8))
-        pairs = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]  # the arch string's edge order
-        edges = [(s, d, op) for (s, d), op in zip(pairs, genotype["ops"]) if op != "none"]
-        _draw_dag(fig.add_subplot(), ["in", "1", "2", "out"], edges, "NAS-Bench-201 cell")
-        fig.tight_layout()
-        return png(fig)
-    return None
+    """The cells of a genotype record as its space describes them (``SearchSpace.cell_graphs``: a DARTS
+    genotype's normal and reduction cells, a NAS-Bench-201 cell); None where there are none."""
+    space = space_of_record(genotype)
+    graphs = space.cell_graphs(genotype) if space is not None else []
+    if not graphs:
+        return None
+    wide = max(len(g.nodes) for g in graphs) > 4
+    fig = Figure(figsize=(5.5 * len(graphs), 3.8) if wide else (5 * len(graphs), 2.8))
+    for k, graph in enumerate(graphs):
+        _draw_dag(fig.add_subplot(1, len(graphs), k + 1), graph.nodes, graph.edges, graph.title)
+    fig.tight_layout()
+    return png(fig)
 
 
 def write_run_figures(run_dir: Path) -> dict[str, Path]:

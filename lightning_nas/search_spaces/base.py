@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_nas.errors import ConfigError
+from lightning_nas.search_spaces.space import Path, SearchSpace
 
 
 def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
@@ -21,26 +22,26 @@ def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[s
     return primitives
 
 
-#: a single-path child of a supernet: per cell type (the keys of ``mixing_weights``), one entry per edge, the
-#: index of the edge's op in ``primitives`` or -1 for an edge the child does not have
-Path = dict[str, tuple[int, ...]]
 
 
 class Supernet(nn.Module):
     """Base of the supernets: the methods use only this interface, so each runs on every space.
 
-    Subclasses set ``primitives`` and ``ARCH_NAMES`` and implement ``mixing_weights``, ``forward`` and
-    ``genotype``; ``genotype()`` returns an object with ``to_dict()`` and ``to_text()``.
+    Subclasses set ``space`` (the ``SearchSpace`` whose cells they relax), ``primitives`` (the ops searched, a
+    subset of the space's) and ``ARCH_NAMES``, and implement ``mixing_weights``, ``forward`` and ``genotype``;
+    ``genotype()`` returns the space's genotype type (with ``to_dict()`` and ``to_text()``).
 
     Sampling mode (single-path weight sharing: Guo et al. 2020, SPOS; Li & Talwalkar 2019, RSPS):
     ``forward(x, path=p)`` runs exactly one op per edge of the child ``p`` (a ``Path``) and computes nothing for
     the other ops, so their parameters get no gradient. ``random_path`` draws a uniform child of the space,
-    ``path_genotype`` / ``genotype_path`` convert between children and genotypes, ``blocks`` lists the cells in
+    ``path_genotype`` / ``genotype_path`` convert between children and genotypes (the space's, over this
+    supernet's ``primitives``), ``blocks`` lists the cells in
     forward order (prefix sharing ties the stem and the first blocks of several supernets).
     """
 
     ARCH_NAMES: tuple[str, ...] = ()
     primitives: Sequence[str]
+    space: SearchSpace
 
     def space_id(self) -> str:
         """Identifies the space in checkpoints (a checkpoint of another space is refused)."""
@@ -71,15 +72,15 @@ class Supernet(nn.Module):
     # ---- sampling mode ----------------------------------------------------------------------------
     def random_path(self, generator: torch.Generator) -> Path:
         """A child drawn uniformly from the space with ``generator`` (CPU): the same child on every rank."""
-        raise NotImplementedError
+        return self.space.random_path(generator, self.primitives)
 
     def path_genotype(self, path: Path) -> Any:
         """The genotype (``genotype()``'s type) of a child."""
-        raise NotImplementedError
+        return self.space.path_genotype(path, self.primitives)
 
     def genotype_path(self, genotype: Any) -> Path:
         """The child of a genotype (inverse of ``path_genotype``); refuses ops outside ``primitives``."""
-        raise NotImplementedError
+        return self.space.genotype_path(genotype, self.primitives)
 
     def blocks(self) -> nn.ModuleList:
         """The stacked cells (and reduction blocks) after ``stem``, in forward order."""

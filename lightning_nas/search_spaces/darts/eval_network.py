@@ -166,8 +166,3 @@ class NetworkImageNet(_EvalNetwork):
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
 
-
-def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
-    """Parameter count; by default without the auxiliary head, as the official code logs "param size"."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if include_auxiliary or not name.startswith("auxiliary_head"))

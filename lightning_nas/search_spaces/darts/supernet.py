@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_nas.errors import ConfigError, GenotypeError
+from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+from lightning_nas.search_spaces.darts.space import DartsSpace, num_edges
 
 
 class MixedOp(nn.Module):
@@ -95,10 +96,6 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
-def num_edges(steps: int) -> int:
-    return sum(2 + i for i in range(steps))
-
-
 class DartsSupernet(Supernet):
     """DARTS search network. Reduction cells sit at ``layers // 3`` and ``2 * layers // 3``."""
 
@@ -118,6 +115,7 @@ class DartsSupernet(Supernet):
         self.primitives = primitives
         self.steps = steps
         self.multiplier = multiplier
+        self.space = DartsSpace(steps, multiplier)
         self.layers = layers
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(
@@ -169,57 +167,5 @@ class DartsSupernet(Supernet):
         return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier)
 
     # ---- sampling mode ------------------------------------------------------------------------------
-    def random_path(self, generator: torch.Generator) -> Path:
-        ops = [i for i, p in enumerate(self.primitives) if p != "none"]
-        path = {}
-        for key in ("normal", "reduce"):
-            cell = [-1] * num_edges(self.steps)
-            offset = 0
-            for node in range(self.steps):
-                inputs = torch.randperm(2 + node, generator=generator)[:2].tolist()
-                for j in sorted(inputs):
-                    cell[offset + j] = ops[int(torch.randint(len(ops), (1,), generator=generator))]
-                offset += 2 + node
-            path[key] = tuple(cell)
-        return path
-
-    def path_genotype(self, path: Path) -> Genotype:
-        """The child as a genotype; every node must have exactly two input edges with an op other than none."""
-        genes = {}
-        for key in ("normal", "reduce"):
-            gene, offset = [], 0
-            for node in range(self.steps):
-                chosen = [(self.primitives[op], j) for j, op in enumerate(path[key][offset:offset + 2 + node])
-                          if op >= 0]
-                if len(chosen) != 2:
-                    raise GenotypeError(f"node {node + 2} of the {key} cell has {len(chosen)} input edges; a DARTS "
-                                        "genotype needs exactly two")
-                gene.extend(chosen)
-                offset += 2 + node
-            genes[key] = tuple(gene)
-        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
-        return Genotype(normal=genes["normal"], normal_concat=concat, reduce=genes["reduce"], reduce_concat=concat)
-
-    def genotype_path(self, genotype: Genotype) -> Path:
-        path = {}
-        for key in ("normal", "reduce"):
-            gene = getattr(genotype, key)
-            if len(gene) != 2 * self.steps:
-                raise GenotypeError(f"the {key} cell has {len(gene) // 2} nodes; this supernet has {self.steps}")
-            cell = [-1] * num_edges(self.steps)
-            offset = 0
-            for node in range(self.steps):
-                for op, j in gene[2 * node:2 * node + 2]:
-                    if op not in self.primitives:
-                        raise GenotypeError(f"op {op!r} of the {key} cell is not among this supernet's primitives "
-                                            f"{list(self.primitives)}")
-                    if cell[offset + j] != -1:
-                        raise GenotypeError(f"node {node + 2} of the {key} cell takes input {j} twice; a single-path "
-                                            "child has one op per edge")
-                    cell[offset + j] = self.primitives.index(op)
-                offset += 2 + node
-            path[key] = tuple(cell)
-        return path
-
     def blocks(self) -> nn.ModuleList:
         return self.cells

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_nas.errors import ConfigError, GenotypeError
+from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
+from lightning_nas.search_spaces.nb201.space import NB201Space
 
 
 class MixedCell(nn.Module):
@@ -75,6 +76,7 @@ class NB201Supernet(Supernet):
             raise ConfigError(f"need channels >= 1 and cells_per_stage >= 1, got {channels}, {cells_per_stage}")
         self.primitives = primitives
         self.steps = NUM_NODES - 1
+        self.space = NB201Space()
         self.stem, self.layers, c_last = build_stages(lambda c: MixedCell(c, primitives), in_channels, channels,
                                                       cells_per_stage)
         self.head = nn.Sequential(nn.BatchNorm2d(c_last), nn.ReLU(inplace=False))
@@ -103,21 +105,6 @@ class NB201Supernet(Supernet):
 
     def genotype(self) -> NB201Arch:
         return arch_from_mixing(self.mixing_weights()["cell"].detach().cpu().tolist(), self.primitives)
-
-    # ---- sampling mode ------------------------------------------------------------------------------
-    def random_path(self, generator: torch.Generator) -> Path:
-        ops = torch.randint(len(self.primitives), (len(EDGES),), generator=generator)
-        return {"cell": tuple(int(o) for o in ops)}
-
-    def path_genotype(self, path: Path) -> NB201Arch:
-        return NB201Arch(tuple(self.primitives[o] for o in path["cell"]))
-
-    def genotype_path(self, genotype: NB201Arch) -> Path:
-        missing = [op for op in genotype.ops if op not in self.primitives]
-        if missing:
-            raise GenotypeError(f"cell {genotype} uses {sorted(set(missing))}, which this supernet's primitives "
-                                f"{list(self.primitives)} lack")
-        return {"cell": tuple(self.primitives.index(op) for op in genotype.ops)}
 
     def blocks(self) -> nn.ModuleList:
         return self.layers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_nas.data.batches import mix_seed
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.reproducibility import rng_state, set_rng_state
+from lightning_nas.reproducibility import mix_seed, rng_state, set_rng_state
+from lightning_nas.search_spaces.space import SearchSpace
 
 ClassSpec = dict[str, Any]  # {"class_path": ..., "init_args": {...}} as written in a YAML config
 CallableOrSpec = Union[Callable[..., Any], ClassSpec]
@@ -72,8 +72,27 @@ class NASModule(pl.LightningModule):
     def method_id(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
+    # ---- what every method declares (callbacks and reports use these and the capabilities only) ------------
     def space_id(self) -> str:
+        """Identifies what the method builds (space and shape) in checkpoints: another one's is refused."""
         raise NotImplementedError
+
+    def genotype(self) -> Optional[Any]:
+        """The method's current pick (``to_dict()`` / ``to_text()``), recorded after every epoch; None: none."""
+        return None
+
+    def search_space(self) -> Optional[SearchSpace]:
+        """The space whose cells ``genotype()`` returns (its benchmark, networks, figures); None: none."""
+        return None
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Method-specific entries of the run's summary.json."""
+        return {}
+
+    @property
+    def num_parameters(self) -> Optional[int]:
+        """Parameters of the trained network, where the method trains one; None for a search."""
+        return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightning_nas"] = {

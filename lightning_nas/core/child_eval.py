@@ -22,8 +22,24 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_nas.methods.base import frozen_bn_stats
 from lightning_nas.search_spaces.base import Path, Supernet
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run forwards in train mode (batch statistics) without changing BN running statistics."""
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var, n in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
 
 BNMode = Literal["recalibrate", "batch", "running"]
 BN_MODES: tuple[str, ...] = ("recalibrate", "batch", "running")
