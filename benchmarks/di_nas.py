@@ -1,6 +1,6 @@
 """The DI-NAS experiment: performance disturbance and ranking quality of single-path weight sharing with plain
 updates vs DI-NAS's two orthogonal updates (``OWMProjector``, ``GradientSpaceProjector``; documented
-interpretations, see ``lightning_nas/methods/projection.py``), on NAS-Bench-201 with the real CIFAR-10 images and
+interpretations, see ``lightning_nas/methods/single_path/projection.py``), on NAS-Bench-201 with the real CIFAR-10 images and
 the budget and seeds of the weight-sharing-variance experiment (``benchmarks/ws_variance.py``). Every run carries
 the ``DisturbanceProbe`` callback; the table gives per update the disturbance (held-out accuracy of a just-trained
 child before minus after k steps on other children; mean +- std over seeds), GT-Tau, S-Tau across seeds, the
@@ -22,7 +22,7 @@ from ws_variance import add_budget_arguments, budget_text, command, fmt, run_all
 
 from lightning_nas.analysis.ws_variance import compare_runs
 
-PROJECTION = "lightning_nas.methods.projection"
+PROJECTION = "lightning_nas.methods.single_path.projection"
 UPDATES = {
     "plain": [],
     "owm": ["--model.init_args.projector", json.dumps({"class_path": f"{PROJECTION}.OWMProjector"})],

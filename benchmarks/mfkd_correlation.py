@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO))
 
 from lightning_nas.data.batches import mix_seed  # noqa: E402
 from lightning_nas.data.datamodules import ClassificationDataModule  # noqa: E402
-from lightning_nas.methods.cell_training import NetworkSpec, Teacher  # noqa: E402
-from lightning_nas.methods.distill_losses import NST, CrossEntropy, DistillationLoss, HintonKD  # noqa: E402
-from lightning_nas.methods.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity  # noqa: E402
+from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity  # noqa: E402
+from lightning_nas.methods.training.cell_training import NetworkSpec, Teacher  # noqa: E402
+from lightning_nas.methods.training.distill_losses import NST, CrossEntropy, DistillationLoss, HintonKD  # noqa: E402
 from lightning_nas.search_spaces import get_space  # noqa: E402
 from lightning_nas.tabular.nb201 import load_benchmark  # noqa: E402
 

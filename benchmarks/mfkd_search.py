@@ -28,8 +28,8 @@ from mfkd_correlation import teacher_checkpoint  # noqa: E402
 from ws_variance import run_all  # noqa: E402
 
 MF_CPU, MF_GPU = "experiments/mf_kd/nb201_cifar10_cpu.yaml", "experiments/mf_kd/nb201_cifar10.yaml"
-LOSS = {"MF-CE": {"class_path": "lightning_nas.methods.distill_losses.CrossEntropy"},
-        "MF-NST": {"class_path": "lightning_nas.methods.distill_losses.NST", "init_args": {"beta": 12.5}}}
+LOSS = {"MF-CE": {"class_path": "lightning_nas.methods.training.distill_losses.CrossEntropy"},
+        "MF-NST": {"class_path": "lightning_nas.methods.training.distill_losses.NST", "init_args": {"beta": 12.5}}}
 METHODS = ["MF-KD", "MF-NST", "MF-CE", "BO", "REA", "random search"]
 BEST = 94.37
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from step_setup import add_space_arguments, random_batch, space_builders  # noqa: E402
 
-from lightning_nas.methods.projection import GradientProjector, GradientSpaceProjector, OWMProjector  # noqa: E402
+from lightning_nas.methods.single_path.projection import GradientProjector, GradientSpaceProjector, OWMProjector  # noqa: E402
 
 
 def seconds_per_step(net: torch.nn.Module, projector: Optional[GradientProjector], x: torch.Tensor,

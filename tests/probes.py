@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.checkpointing import AtomicCheckpointIO
-from lightning_nas.methods.projection import GradientProjector
+from lightning_nas.methods.single_path.projection import GradientProjector
 
 
 class StopAfterBatches(Callback):

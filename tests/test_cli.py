@@ -46,7 +46,7 @@ def test_quickstart_end_to_end(tmp_path):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["method"] == "lightning_nas.methods.darts.DARTS" and summary["seed"] == 2
+    assert summary["method"] == "lightning_nas.methods.bilevel.darts.DARTS" and summary["seed"] == 2
     assert summary["data"]["dataset"] == "digits" and summary["versions"]["torch"]
     # a real search on real data learns: held-out supernet accuracy far above chance (10 %)
     assert summary["metrics"]["val/acc"] > 0.8
@@ -244,7 +244,7 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, capsys):
     retrain = run_in_process("fit", "--config", str(TINY_RETRAIN), "--run.root", str(tmp_path), capsys=capsys)
     ckpt = retrain / "checkpoints" / "last.ckpt"
     proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--ckpt_path", str(ckpt))
-    _fails(proc, "written by method lightning_nas.methods.retrain.Retrain")
+    _fails(proc, "written by method lightning_nas.methods.training.retrain.Retrain")
     assert ckpt.is_file()  # nothing already written is lost
 
 

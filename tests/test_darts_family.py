@@ -11,7 +11,7 @@ from cli_utils import REPO, run_in_process, weights
 
 from lightning_nas.callbacks.landscape import dominant_eigenvalue
 from lightning_nas.methods import DARTS, NADARTS, SDARTS, MiLeNAS
-from lightning_nas.methods.sdarts import project_to_simplex
+from lightning_nas.methods.bilevel.sdarts import project_to_simplex
 from lightning_nas.search_spaces.darts import PRIMITIVES, DartsSupernet
 
 TINY = REPO / "experiments" / "tiny"
@@ -146,7 +146,7 @@ def test_power_iteration_matches_the_exact_hessian_eigenvalue():
 
 
 def test_milenas_early_stop_rule_on_published_cells():
-    from lightning_nas.methods.milenas import reached_early_stop
+    from lightning_nas.methods.bilevel.milenas import reached_early_stop
     from lightning_nas.search_spaces import get_space
     from lightning_nas.search_spaces.darts import PUBLISHED
 

@@ -17,7 +17,7 @@ from torch import nn
 from lightning_nas.cli import main
 from lightning_nas.core.child_eval import child_accuracy
 from lightning_nas.methods import SinglePathSearch
-from lightning_nas.methods.projection import GradientSpaceProjector, OWMProjector, projected_weights
+from lightning_nas.methods.single_path.projection import GradientSpaceProjector, OWMProjector, projected_weights
 from lightning_nas.search_spaces.darts import DartsSupernet
 from lightning_nas.search_spaces.nb201 import NB201Supernet
 from lightning_nas.search_spaces.neighbourhood import neighbour_path, path_distance
@@ -189,7 +189,7 @@ def test_probe_and_identity_projector_leave_training_exactly_plain(tmp_path, cap
     for r in rows:
         assert float(r["drop"]) == pytest.approx(float(r["acc_before"]) - float(r["acc_after"]), abs=1e-5)
     # a checkpoint trained with plain updates does not resume with a projector
-    owm = json.dumps({"class_path": "lightning_nas.methods.projection.OWMProjector"})
+    owm = json.dumps({"class_path": "lightning_nas.methods.single_path.projection.OWMProjector"})
     code = main(["fit", "--config", str(TINY_SP), "--run.root", str(tmp_path / "mismatch"),
                  "--model.init_args.projector", owm, "--ckpt_path",
                  str(runs["plain"] / "checkpoints" / "last.ckpt")])

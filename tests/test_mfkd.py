@@ -15,17 +15,11 @@ from lightning_nas.cli import main
 from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.sources import ImageData
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.bayes_opt import (
-    GPUCB,
-    HIGH,
-    LOW,
-    CoKrigingKernel,
-    MultiFidelityUCB,
-    fidelity_schedule,
-)
-from lightning_nas.methods.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
-from lightning_nas.methods.distill_losses import NST, CrossEntropy, HintonKD, Outputs, hinton_kd, nst_mmd2
-from lightning_nas.methods.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
+from lightning_nas.methods.discrete.bayes_opt import GPUCB
+from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
+from lightning_nas.methods.discrete.mf_kd import HIGH, LOW, CoKrigingKernel, MultiFidelityUCB, fidelity_schedule
+from lightning_nas.methods.training.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
+from lightning_nas.methods.training.distill_losses import NST, CrossEntropy, HintonKD, Outputs, hinton_kd, nst_mmd2
 from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces import get_space
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
@@ -113,7 +107,7 @@ def _teacher(tmp_path, arch: str = BEST) -> Teacher:
     student = _spec(arch).build()
     path = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in student.state_dict().items()},
-                "lightning_nas": {"method": "lightning_nas.methods.cell_training.TrainCell",
+                "lightning_nas": {"method": "lightning_nas.methods.training.cell_training.TrainCell",
                                   "network": student.spec.to_dict()}}, path)
     return Teacher.from_checkpoint(path)
 
@@ -144,12 +138,13 @@ def test_teacher_checkpoint_errors_name_the_fix(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
         Teacher.from_checkpoint(tmp_path / "junk.ckpt")
-    torch.save({"state_dict": {}, "lightning_nas": {"method": "lightning_nas.methods.darts.DARTS"}},
+    torch.save({"state_dict": {}, "lightning_nas": {"method": "lightning_nas.methods.bilevel.darts.DARTS"}},
                tmp_path / "darts.ckpt")
-    with pytest.raises(CheckpointError, match="written by lightning_nas.methods.darts.DARTS"):
+    with pytest.raises(CheckpointError, match="written by lightning_nas.methods.bilevel.darts.DARTS"):
         Teacher.from_checkpoint(tmp_path / "darts.ckpt")
     torch.save({"state_dict": {"net.x": torch.zeros(1)}, "lightning_nas": {
-        "method": "lightning_nas.methods.cell_training.TrainCell", "network": _spec().to_dict()}}, tmp_path / "w.ckpt")
+        "method": "lightning_nas.methods.training.cell_training.TrainCell", "network": _spec().to_dict()}},
+        tmp_path / "w.ckpt")
     with pytest.raises(CheckpointError, match="does not rebuild its network"):
         Teacher.from_checkpoint(tmp_path / "w.ckpt")
     teacher = _teacher(tmp_path)

@@ -13,7 +13,7 @@ from conftest import CIFAR_JPG
 from torch import nn
 
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
-from lightning_nas.methods.evolution import RandomSampling, RegularizedEvolution
+from lightning_nas.methods.discrete.strategies import RandomSampling, RegularizedEvolution
 from lightning_nas.proxies import get_proxy, naswot_kernel, naswot_score, register_proxy
 from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces import get_space

@@ -14,7 +14,7 @@ from cli_utils import assert_same_weights, run_in_process, run_two_process_ddp, 
 from conftest import REPO
 
 from lightning_nas.analysis.diversity import normalized_mi, pairwise_disagreement, tdac, variation_of_information
-from lightning_nas.methods.ensemble_pruning import pap, pap_criterion, pie, pie_greedy_step, prs
+from lightning_nas.methods.ensembles.pruning import pap, pap_criterion, pie, pie_greedy_step, prs
 
 TINY_SAEP = REPO / "experiments" / "tiny" / "saep.yaml"
 
@@ -113,7 +113,7 @@ def test_prs_never_drops_below_two_and_drops_at_most_one():
 # ---- the ensemble ---------------------------------------------------------------------------------------------
 def test_an_ensemble_of_one_member_equals_that_member():
     from lightning_nas.methods import SAEP
-    from lightning_nas.methods.saep import SubnetSpec
+    from lightning_nas.methods.ensembles.saep import SubnetSpec
 
     module = SAEP(channels=4, num_classes=10, in_channels=1)
     spec = SubnetSpec(module.candidate_specs[0].genotype, 1, 0, 0)

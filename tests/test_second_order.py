@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.darts import DARTS, check_unrollable, sgd_unrolled_step
+from lightning_nas.methods.bilevel.darts import DARTS, check_unrollable, sgd_unrolled_step
 
 ETA, MOMENTUM, WD = 0.05, 0.9, 3e-4
 

@@ -171,7 +171,8 @@ def test_resumed_single_path_search_samples_what_the_uninterrupted_one_would(tmp
     """5 steps per epoch; stop after 7 (mid second epoch), resume, compare children and weights (with DI-NAS's OWM
     update: its projector state resumes too)."""
     update = [] if projector is None else [
-        "--model.init_args.projector", json.dumps({"class_path": f"lightning_nas.methods.projection.{projector}"})]
+        "--model.init_args.projector",
+        json.dumps({"class_path": f"lightning_nas.methods.single_path.projection.{projector}"})]
 
     def run(name, *extra):
         prefix = tmp_path / name
@@ -202,7 +203,8 @@ def test_ddp_two_cpu_processes_train_the_same_child(tmp_path):
                           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                           "--trainer.callbacks", probe, "--model.init_args.groups", "2",
                           "--model.init_args.shared_prefix", "1", "--model.init_args.projector",
-                          json.dumps({"class_path": "lightning_nas.methods.projection.OWMProjector"}), timeout=300)
+                          json.dumps({"class_path": "lightning_nas.methods.single_path.projection.OWMProjector"}),
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [[json.loads(line) for line in Path(f"{prefix}.rank{r}.jsonl").read_text().splitlines()]
              for r in (0, 1)]

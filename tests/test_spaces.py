@@ -181,3 +181,31 @@ def test_capability_refusals_name_the_fix(tmp_path, capsys):
                  "--trainer.callbacks+", "lightning_nas.callbacks.DisturbanceProbe"]) != 0
     assert "DisturbanceProbe needs the single-path search" in capsys.readouterr().err
     assert not list(Path(tmp_path).rglob("last.ckpt"))
+
+
+def test_class_paths_and_checkpoints_from_before_the_family_folders_still_work(tmp_path, capsys):
+    """Modules moved into family folders import under their old names, and a checkpoint whose method id is the
+    old one resumes."""
+    import importlib
+
+    from lightning_nas.methods import SAEP, BayesOpt, SinglePathSearch
+    from lightning_nas.methods.single_path.projection import OWMProjector
+
+    assert importlib.import_module("lightning_nas.methods.projection").OWMProjector is OWMProjector
+    assert importlib.import_module("lightning_nas.methods.mf_kd").BayesOpt is BayesOpt
+    assert importlib.import_module("lightning_nas.methods.saep").SAEP is SAEP
+    assert importlib.import_module("lightning_nas.methods.single_path").SinglePathSearch is SinglePathSearch
+    config = str(TINY / "darts_nb201.yaml")
+    run = run_in_process("fit", "--config", config, "--run.root", str(tmp_path / "a"), "--trainer.max_epochs", "1",
+                         capsys=capsys)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lightning_nas"]["method"] == "lightning_nas.methods.bilevel.darts.DARTS"
+    ckpt["lightning_nas"]["method"] = "lightning_nas.methods.darts.DARTS"  # as written before the move
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    run_in_process("fit", "--config", config, "--run.root", str(tmp_path / "b"), "--ckpt_path", str(old),
+                   capsys=capsys)
+    ckpt["lightning_nas"]["method"] = "lightning_nas.methods.darts.MiLeNAS"  # another method is still refused
+    torch.save(ckpt, old)
+    assert main(["fit", "--config", config, "--run.root", str(tmp_path / "c"), "--ckpt_path", str(old)]) != 0
+    assert "written by method lightning_nas.methods.darts.MiLeNAS" in capsys.readouterr().err

@@ -57,7 +57,7 @@ class DisturbanceProbe(Callback):
             seed: seeds the probed children and the children trained after them.
             eval_batches: held-out batches (eval batch size) A is evaluated on.
             calib_batches: training batches re-calibrating BN per evaluation (``bn_mode: recalibrate``).
-            bn_mode: ``recalibrate`` (SPOS), ``batch`` or ``running`` (``methods.child_eval``).
+            bn_mode: ``recalibrate`` (SPOS), ``batch`` or ``running`` (``core.child_eval``).
         """
         steps = sorted(set(int(k) for k in steps))
         if children < 1 or not steps or steps[0] < 1 or prime_steps < 0 or every_n_epochs < 1 or eval_batches < 1:

@@ -3,7 +3,7 @@ stable is the ranking of child models that the shared weights give?
 
 A fixed panel of children (``panel_size`` distinct random ones drawn with ``panel_seed``, plus ``children``) is
 evaluated with the inherited weights on the first ``eval_batches`` held-out batches, BN as ``bn_mode`` says
-(``recalibrate`` on ``calib_batches`` training batches, SPOS's protocol; see ``methods.child_eval``), after every
+(``recalibrate`` on ``calib_batches`` training batches, SPOS's protocol; see ``core.child_eval``), after every
 ``every_n_epochs``-th training epoch and, with ``last_k_batches`` = K, also after each of that epoch's last K
 training steps (the paper's "GT-Tau over the last 64 mini-batches"). Logged per evaluation: ``wsv/s_tau``
 (Kendall tau against the previous epoch evaluation), ``wsv/gt_tau`` (against the benchmark, NAS-Bench-201 only),
@@ -51,7 +51,7 @@ class WeightSharingVariance(Callback):
             every_n_epochs: evaluate after every n-th epoch (and after the last).
             eval_batches: held-out batches (the datamodule's eval batch size) per evaluation.
             calib_batches: training batches re-calibrating BN per child (``bn_mode: recalibrate``).
-            bn_mode: ``recalibrate`` (SPOS), ``batch`` or ``running`` (``methods.child_eval``).
+            bn_mode: ``recalibrate`` (SPOS), ``batch`` or ``running`` (``core.child_eval``).
             last_k_batches: also evaluate after each of the last K training steps of an evaluated epoch.
             top_n: the n of TnR.
             benchmark_dataset, benchmark_path: ground truth on NAS-Bench-201 (default: the shipped table).

@@ -18,6 +18,10 @@ from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.reproducibility import mix_seed, rng_state, set_rng_state
 from lightning_nas.search_spaces.space import SearchSpace
 
+#: DARTS's weight optimiser (Liu et al., 2019): the default of the supernet families (bilevel and single path)
+DARTS_WEIGHT_SGD = {"class_path": "torch.optim.SGD",
+                    "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
+
 ClassSpec = dict[str, Any]  # {"class_path": ..., "init_args": {...}} as written in a YAML config
 CallableOrSpec = Union[Callable[..., Any], ClassSpec]
 
@@ -72,6 +76,20 @@ class NASModule(pl.LightningModule):
     def method_id(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
+    def is_method(self, method_id: Any) -> bool:
+        """Whether a checkpoint's method id names this method's class: its id, or the id it had before the
+        methods moved into family folders (``lightning_nas.methods`` still imports the old module names, so the
+        old id resolves to the same class). Only ids under ``lightning_nas.methods`` are resolved."""
+        if method_id == self.method_id():
+            return True
+        if not isinstance(method_id, str) or not method_id.startswith("lightning_nas.methods."):
+            return False
+        module, _, name = method_id.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name, None) is type(self)
+        except ImportError:
+            return False
+
     # ---- what every method declares (callbacks and reports use these and the capabilities only) ------------
     def space_id(self) -> str:
         """Identifies what the method builds (space and shape) in checkpoints: another one's is refused."""
@@ -107,7 +125,7 @@ class NASModule(pl.LightningModule):
         if meta is None:
             raise CheckpointError("the checkpoint was not written by lightning_nas (no 'lightning_nas' entry); "
                                   "resume only from checkpoints/last.ckpt of a lightning_nas run")
-        if meta.get("method") != self.method_id():
+        if not self.is_method(meta.get("method")):
             raise CheckpointError(
                 f"the checkpoint was written by method {meta.get('method')}, but this run is {self.method_id()}: "
                 "resume it with the config it was written with (config.yaml in its run directory)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import torch
@@ -98,3 +98,7 @@ class Supernet(nn.Module):
                     w[e, op] = 1.0
             out[key] = w
         return out
+
+
+#: a search space in a method's config: called with (num_classes, in_channels) it builds the supernet
+SupernetFactory = Callable[[int, int], Supernet]

@@ -14,7 +14,7 @@ its extra forwards update them; only eval-mode metrics could differ).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import torch
@@ -24,17 +24,12 @@ from torchmetrics import MeanMetric
 
 from lightning_nas.core.capabilities import SamplesChildren, TrainsArchitecture
 from lightning_nas.core.child_eval import frozen_bn_stats
-from lightning_nas.core.module import NASModule, build_optimizer, resolve_callable
+from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Supernet
+from lightning_nas.search_spaces.base import SupernetFactory
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 from lightning_nas.search_spaces.space import SearchSpace
 
-#: a search space: called with (num_classes, in_channels) it builds the supernet
-SupernetFactory = Callable[[int, int], Supernet]
-
-DARTS_WEIGHT_SGD = {"class_path": "torch.optim.SGD",
-                    "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 DARTS_ARCH_ADAM = {"class_path": "torch.optim.Adam",
                    "init_args": {"lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3}}
 

@@ -1,11 +1,15 @@
-"""Bayesian optimisation over the cells of any search space with BoTorch / GPyTorch models: pure ask/tell
-strategies, no Lightning (the searches in ``mf_kd`` drive them).
+"""MF-KD: multi-fidelity Bayesian optimisation with knowledge-distilled low-fidelity evaluations (a discrete
+search: one training step = one evaluation), and its multi-fidelity GP strategy.
 
-- Encoding: ``SearchSpace.encode``, one-hot of each edge's op (NAS-Bench-201: 6 edges x 5 ops = 30 inputs in
-  {0, 1}; DARTS: 2 cells x 14 edges x 8 ops, absent edges all zero).
-- ``GPUCB`` (single fidelity, the authors' Vega port): a GP with BoTorch's default RBF kernel (dimension-scaled
-  lengthscale prior), outcomes standardised, ``initial_points`` (5) seeded random cells, then the UCB maximiser
-  ``mu + kappa sigma`` (kappa 0.5) over ``candidates`` random unevaluated cells.
+- ``MFKD`` (Trofimov et al., arXiv 2006.08341; later version, methods.md section 6): multi-fidelity GP-UCB whose
+  low fidelity trains the cell's network for a few epochs with a distillation loss from a trained teacher
+  (``low_fidelity.train_low_fidelity``: Hinton KD T 32, alpha 1 by default; CE or NST by ``loss``) and scores it
+  on held-out *training* images; the high fidelity is the benchmark's 200-epoch accuracy (a table lookup whose
+  cost counts as ``high_fidelity_epochs``). The budget is in epochs; the fidelity schedule
+  (``fidelity_schedule``) is fixed up front, so the number of evaluations is known. The answer is the
+  best observed high-fidelity cell. A low-fidelity evaluation costs its training epochs whatever the network's
+  size (the reduced CPU networks of the shipped configs make it cheaper than the benchmark's C=16, N=5).
+
 - ``MultiFidelityUCB`` (MF-KD's later version, methods.md section 6): AR(1) co-kriging
   ``f_high(x) = rho f_low(x) + delta(x)`` (Kennedy & O'Hagan, 2000), each of f_low and delta Constant * RBF, one
   white-noise level per fidelity, hyper-parameters by maximum marginal likelihood (``fit_gpytorch_mll``); or
@@ -15,75 +19,34 @@ strategies, no Lightning (the searches in ``mf_kd`` drive them).
   fidelity. (The co-kriging reference code scores low-fidelity candidates with the high-fidelity posterior: a bug,
   not copied.) Each fidelity's outcomes are standardised on their own before fitting (the AR(1) link then carries
   how the two rank cells, not their offset).
-Every draw comes from the generator the caller passes and each fit runs under a seed drawn from it, so a seeded
-search (and a resumed one) proposes the same cells.
+
+It resumes after the last completed evaluation (``run.checkpoint_every_n_steps: 1``): the strategy's
+observations are checkpointed, every GP fit and low-fidelity training is seeded by (seed, evaluation number).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal, Optional
 
 import torch
-from botorch.acquisition import UpperConfidenceBound
-from botorch.exceptions import InputDataWarning
-from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
-from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.likelihoods import HadamardGaussianLikelihood
-from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from lightning_nas.core.capabilities import AskTell
 from lightning_nas.errors import ConfigError
+from lightning_nas.methods.discrete.bayes_opt import DTYPE, _fit, random_unevaluated, standardise, ucb_argmax
+from lightning_nas.methods.discrete.frame import DiscreteSearch
+from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
+from lightning_nas.methods.training.cell_training import NetworkSpec, load_teacher
+from lightning_nas.methods.training.distill_losses import DistillationLoss, HintonKD
+from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces.space import SearchSpace
 
-DTYPE = torch.float64
+Dataset = Literal["cifar10", "cifar100", "imagenet16_120"]
 LOW, HIGH = "low", "high"
 Fidelity = Literal["low", "high"]
-
-
-def standardise(y: torch.Tensor) -> torch.Tensor:
-    std = y.std() if len(y) > 1 else torch.ones((), dtype=y.dtype)
-    return (y - y.mean()) / (std if std > 0 else 1.0)
-
-
-def _fit(model: Any, seed: int) -> Any:
-    """Maximum marginal likelihood under a fixed seed (BoTorch re-draws hyper-parameters from their priors
-    when an L-BFGS attempt fails)."""
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        torch.manual_seed(seed)
-        warnings.simplefilter("ignore", InputDataWarning)  # one-hot inputs are not in the unit cube's interior
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    return model.eval()
-
-
-def random_unevaluated(space: SearchSpace, g: torch.Generator, n: int, exclude: set[str]) -> list[Any]:
-    """``n`` distinct random cells of ``space`` none of which is in ``exclude`` (``space.key`` texts)."""
-    out: list[Any] = []
-    seen = set(exclude)
-    attempts = 0
-    while len(out) < n and attempts < 50 * n + 1000:
-        attempts += 1
-        arch = space.sample(g)
-        key = space.key(arch)
-        if key not in seen:
-            seen.add(key)
-            out.append(arch)
-    if not out:
-        raise ConfigError(f"every cell of the {space.name} space has been evaluated: lower the search budget")
-    return out
-
-
-def ucb_argmax(model: Any, candidates: torch.Tensor, kappa: float) -> int:
-    """Index of the candidate maximising ``mu + kappa sigma`` (BoTorch's UCB takes beta = kappa^2); ties go to
-    the first."""
-    acq = UpperConfidenceBound(model, beta=kappa ** 2)
-    with torch.no_grad():
-        values = acq(candidates.unsqueeze(1))
-    return int(torch.argmax(values))
 
 
 class CoKrigingKernel(Kernel):
@@ -109,42 +72,6 @@ class CoKrigingKernel(Kernel):
             return s1 * s2 * k_low + h1 * h2 * k_delta
         return (s1.unsqueeze(-1) * s2.unsqueeze(-2)) * k_low.to_dense() + \
             (h1.unsqueeze(-1) * h2.unsqueeze(-2)) * k_delta.to_dense()
-
-
-class GPUCB(AskTell):
-    """Single-fidelity GP-UCB (the DiscreteSearch strategy interface: ``ask(g)`` / ``tell(arch, fitness)``)."""
-
-    def __init__(self, space: SearchSpace, initial_points: int = 5, candidates: int = 1000, kappa: float = 0.5):
-        if initial_points < 1 or candidates < 1 or kappa < 0:
-            raise ConfigError(f"BO needs initial_points >= 1, candidates >= 1, ucb kappa >= 0, got {initial_points}, "
-                              f"{candidates}, {kappa}")
-        self.space = space
-        self.initial_points, self.candidates, self.kappa = initial_points, candidates, kappa
-        self.observations: list[tuple[str, float]] = []
-
-    def _evaluated(self) -> set[str]:
-        return {a for a, _ in self.observations}
-
-    def model(self, seed: int) -> SingleTaskGP:
-        archs = [self.space.parse(a) for a, _ in self.observations]
-        y = torch.tensor([[v] for _, v in self.observations], dtype=DTYPE)
-        return _fit(SingleTaskGP(self.space.encode(archs), y, outcome_transform=Standardize(m=1)), seed)
-
-    def ask(self, g: torch.Generator) -> Any:
-        if len(self.observations) < self.initial_points:
-            return random_unevaluated(self.space, g, 1, self._evaluated())[0]
-        fit_seed = int(torch.randint(2**62, (1,), generator=g))
-        pool = random_unevaluated(self.space, g, self.candidates, self._evaluated())
-        return pool[ucb_argmax(self.model(fit_seed), self.space.encode(pool), self.kappa)]
-
-    def tell(self, arch: Any, fitness: float) -> None:
-        self.observations.append((self.space.key(arch), float(fitness)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"observations": [list(o) for o in self.observations]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.observations = [(str(a), float(v)) for a, v in state["observations"]]
 
 
 def fidelity_schedule(budget_epochs: float, high_cost: float, low_cost: float, initial_high: int = 3,
@@ -257,3 +184,95 @@ def best_high(observations: Sequence[tuple[str, str, float]]) -> Optional[tuple[
         if f == HIGH and (best is None or v > best[1]):
             best = (a, v)
     return best
+
+
+class MFKD(DiscreteSearch):
+    """Multi-fidelity BO with knowledge-distilled low-fidelity evaluations (see the module docstring)."""
+
+    def __init__(self, budget_epochs: float = 4000.0, high_fidelity_epochs: float = 200.0,
+                 loss: Optional[DistillationLoss] = None, teacher: Optional[str] = None,
+                 low_fidelity_epochs: int = 2, batch_size: int = 256, lr: float = 0.1, channels: int = 16,
+                 cells_per_stage: int = 5, heldout_samples: int = 5000, train_samples: Optional[int] = None,
+                 initial_high: int = 3, initial_low: int = 10, candidates: int = 1000, ucb_kappa: float = 1.0,
+                 gp_model: Literal["cokriging", "botorch"] = "cokriging", dataset: Dataset = "cifar10",
+                 oracle_metric: Literal["test", "valid"] = "test", benchmark_path: Optional[str] = None,
+                 seed: int = 2, num_classes: Optional[int] = None, in_channels: int = 3):
+        """
+        Args:
+            budget_epochs: total training epochs the search may spend (low- and high-fidelity evaluations).
+            high_fidelity_epochs: cost of one benchmark lookup (NAS-Bench-201 trains 200 epochs).
+            loss: the low-fidelity training loss: ``HintonKD`` (default, T 32, alpha 1), ``NST`` or ``CrossEntropy``
+                (the MF-CE ablation).
+            teacher: checkpoint of a ``TrainCell`` run on the same data (experiments/mf_kd/teacher_nb201_cifar10*).
+            low_fidelity_epochs, batch_size, lr: the low-fidelity training (NAS-Bench-201's SGD recipe, cosine).
+            channels, cells_per_stage: the low-fidelity network's C and N (the benchmark's: 16, 5).
+            heldout_samples, train_samples: the seeded split of the training images (scored / trained on).
+            initial_high, initial_low: random evaluations before the GP (3 and 10).
+            candidates: random unevaluated cells scored by UCB per proposal; ucb_kappa: mu + kappa sigma (1).
+            gp_model: ``cokriging`` (AR(1), default) or ``botorch`` (SingleTaskMultiFidelityGP).
+            dataset, oracle_metric, benchmark_path: the high-fidelity oracle (see DiscreteSearch).
+        """
+        self.loss_fn = loss if loss is not None else HintonKD()
+        self.recipe = LowFidelityRecipe(epochs=low_fidelity_epochs, batch_size=batch_size, lr=lr)
+        self.plan = fidelity_schedule(budget_epochs, high_fidelity_epochs, low_fidelity_epochs, initial_high,
+                                      initial_low)
+        super().__init__(budget=len(self.plan), dataset=dataset, oracle_metric=oracle_metric,
+                         benchmark_path=benchmark_path, seed=seed, num_classes=num_classes, in_channels=in_channels)
+        self.budget_epochs, self.high_fidelity_epochs = budget_epochs, high_fidelity_epochs
+        self.channels, self.cells_per_stage = channels, cells_per_stage
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.heldout_samples, self.train_samples = heldout_samples, train_samples
+        if LOW in self.plan and num_classes is None:
+            raise ConfigError("MF-KD's low fidelity trains networks on images: set data.init_args.dataset (e.g. "
+                              "image_folder with data_dir) in the ProxyDataModule")
+        if self.benchmark is None:
+            raise ConfigError(f"MF-KD's high fidelity is the benchmark table, and the {self.space.name} space has "
+                              "none: use a space with a benchmark (nb201)")
+        self.teacher = load_teacher(teacher, self.loss_fn, self.space.name, num_classes)
+        self.strategy = MultiFidelityUCB(self.space, initial_high, initial_low, candidates, ucb_kappa, gp_model,
+                                         low_fidelity_value=low_fidelity_epochs / high_fidelity_epochs)
+        self._data: Optional[LowFidelitySplit] = None
+
+    def space_id(self) -> str:
+        return f"{self.space.label} (discrete, multi-fidelity)"
+
+    def low_fidelity_data(self) -> LowFidelitySplit:
+        if self._data is None:
+            dm = self.trainer.datamodule
+            self._data = LowFidelitySplit.from_training_set(dm.data.train, dm.augment, self.heldout_samples,
+                                                            self.train_samples).to(self.device)
+        return self._data
+
+    def evaluate(self, n: int, batch: dict, g: torch.Generator) -> dict[str, Any]:
+        fidelity = self.plan[n]
+        arch = self.strategy.ask(g, fidelity)
+        record: dict[str, Any] = {**self.record(arch), "fidelity": fidelity}
+        if fidelity == HIGH:
+            value = self.benchmark.accuracy(arch, self.dataset, self.oracle_metric)
+            record["cost_epochs"] = self.high_fidelity_epochs
+            self.log("search/fitness", value, on_step=False, on_epoch=True, batch_size=1)
+        else:
+            spec = NetworkSpec(self.space.name, self.space.key(arch), self.channels, self.cells_per_stage,
+                               int(self.num_classes), self.in_channels)
+            result = train_low_fidelity(spec, self.loss_fn, self.teacher, self.low_fidelity_data(), self.recipe,
+                                        mix_seed(self.seed, n, 17), self.device)
+            value = result["accuracy"]
+            record.update(cost_epochs=self.recipe.epochs, train_loss=result["train_loss"])
+            self.log("search/low_fidelity_acc", value, on_step=False, on_epoch=True, batch_size=1)
+        self.strategy.tell(arch, fidelity, value)
+        record["fitness"] = value
+        return record
+
+    def epochs_spent(self) -> float:
+        return float(sum(rec.get("cost_epochs", 0.0) for rec in self.history))
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log_replicated("search/epochs_spent", self.epochs_spent())
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {**super().summary_extras(), "epochs_spent": self.epochs_spent(), "budget_epochs": self.budget_epochs,
+                "high_fidelity_evaluations": sum(r.get("fidelity") == HIGH for r in self.history),
+                "low_fidelity_evaluations": sum(r.get("fidelity") == LOW for r in self.history),
+                "low_fidelity_loss": self.loss_fn.describe(),
+                "teacher": None if self.teacher is None else self.teacher.source}

@@ -13,7 +13,7 @@ iteration's training steps):
    beta) |w_j|, r_j = sqrt(depth_j) (AdaNet's complexity penalty; lambda = beta = 0 by default, as SAEP's code).
 3. At the iteration's last step: the candidate whose ensemble objective is lowest on ``selection_batches`` fixed
    training batches joins the ensemble (its mixture weights become the ensemble's), then the members are pruned
-   with ``pruning`` (``methods/ensemble_pruning.py``: none, prs, pap, pie) on ``pruning_batches`` fixed training
+   with ``pruning`` (``methods/ensembles/pruning.py``: none, prs, pap, pie) on ``pruning_batches`` fixed training
    batches, and the next iteration's candidates are built.
 
 Pruned members (``prune_in_eval``): removed for good, from training and evaluation (default, the paper's intent:
@@ -44,7 +44,7 @@ from torch import nn
 from lightning_nas.analysis.diversity import diversity_report
 from lightning_nas.core.module import NASModule, build_optimizer
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.ensemble_pruning import CRITERIA, select_members
+from lightning_nas.methods.ensembles.pruning import CRITERIA, select_members
 from lightning_nas.reproducibility import mix_seed, seeded
 from lightning_nas.search_spaces.cost import count_parameters
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR

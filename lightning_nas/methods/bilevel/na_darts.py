@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.darts import DARTS
+from lightning_nas.methods.bilevel.darts import DARTS
 from lightning_nas.search_spaces.neighbourhood import neighbour_moves, replacement_ops
 
 

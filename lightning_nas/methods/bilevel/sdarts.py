@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.base import BilevelSearch
+from lightning_nas.methods.bilevel.frame import BilevelSearch
 
 
 def project_to_simplex(w: torch.Tensor) -> torch.Tensor:

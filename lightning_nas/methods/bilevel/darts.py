@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.base import BilevelSearch
+from lightning_nas.methods.bilevel.frame import BilevelSearch
 
 
 class DARTS(BilevelSearch):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.darts import DARTS
+from lightning_nas.methods.bilevel.darts import DARTS
 from lightning_nas.search_spaces.space import SearchSpace
 
 #: the paper's stopping rule: 6 conv ops in the normal cell, none in the reduction cell

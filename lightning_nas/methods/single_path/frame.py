@@ -32,7 +32,7 @@ switched to another op). Each candidate's neighbours are drawn once, from (seed,
 the run; training is RSPS's, unchanged. K = 0 is random search with weight sharing exactly.
 
 DI-NAS (disturbance-immune weight sharing; Niu et al., arXiv 2003.13089): ``projector`` replaces the plain weight
-update by an orthogonal one (``methods.projection``: ``OWMProjector`` or ``GradientSpaceProjector``, both
+update by an orthogonal one (``single_path.projection``: ``OWMProjector`` or ``GradientSpaceProjector``, both
 documented interpretations; None = plain updates). ``callbacks.DisturbanceProbe`` measures what it is meant to
 remove.
 """
@@ -53,12 +53,11 @@ from torchmetrics import MeanMetric
 
 from lightning_nas.core.capabilities import UpdatesChildren
 from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
-from lightning_nas.core.module import NASModule, build_optimizer, resolve_callable
+from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.base import DARTS_WEIGHT_SGD, SupernetFactory
-from lightning_nas.methods.projection import GradientProjector
+from lightning_nas.methods.single_path.projection import GradientProjector
 from lightning_nas.reproducibility import mix_seed
-from lightning_nas.search_spaces.base import Path, Supernet
+from lightning_nas.search_spaces.base import Path, Supernet, SupernetFactory
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
 from lightning_nas.search_spaces.neighbourhood import neighbour_path
 from lightning_nas.search_spaces.space import SearchSpace
@@ -105,7 +104,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
             neighbours: NA-RS's K, neighbours whose accuracies score a candidate with its own (0: RSPS).
             distance: NA-RS's d, edges per cell type a neighbour changes.
             aggregation: how a candidate's and its neighbours' accuracies combine: mean, max or min.
-            projector: DI-NAS's orthogonal update (``methods.projection``); None: plain updates.
+            projector: DI-NAS's orthogonal update (``single_path.projection``); None: plain updates.
             seed: seeds the sampled children and the candidates; the CLI sets it from seed_everything.
         """
         super().__init__()
@@ -143,8 +142,8 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         if projector is not None:
             self.projector = resolve_callable(projector, "model.projector")()
             if not isinstance(self.projector, GradientProjector):
-                raise ConfigError("model.projector must build a lightning_nas.methods.projection.GradientProjector, "
-                                  f"got {type(self.projector).__name__}")
+                raise ConfigError("model.projector must build a lightning_nas.methods.single_path.projection."
+                                  f"GradientProjector, got {type(self.projector).__name__}")
             self.projector.attach(self.all_supernets())
             # identical on every rank by construction: DDP need not broadcast it every forward
             self._ddp_params_and_buffers_to_ignore += [f"projector.{n}" for n, _ in self.projector.named_buffers()]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.network_training import NetworkTraining
+from lightning_nas.methods.training.frame import NetworkTraining
 from lightning_nas.search_spaces.cost import count_parameters
 from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, NetworkImageNet
 from lightning_nas.search_spaces.darts.resolve import load_genotype

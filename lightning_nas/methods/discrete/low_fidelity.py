@@ -20,8 +20,8 @@ from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.batches import IndexBatchStream
 from lightning_nas.data.sources import ImageData
 from lightning_nas.errors import ConfigError
-from lightning_nas.methods.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
-from lightning_nas.methods.distill_losses import DistillationLoss
+from lightning_nas.methods.training.cell_training import CellNetwork, NetworkSpec, Teacher, distillation_loss
+from lightning_nas.methods.training.distill_losses import DistillationLoss
 from lightning_nas.reproducibility import mix_seed, seeded
 
 

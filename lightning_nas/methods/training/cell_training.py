@@ -18,8 +18,8 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lightning_nas.errors import CheckpointError, ConfigError
-from lightning_nas.methods.distill_losses import CrossEntropy, DistillationLoss, Outputs
-from lightning_nas.methods.network_training import NetworkTraining
+from lightning_nas.methods.training.distill_losses import CrossEntropy, DistillationLoss, Outputs
+from lightning_nas.methods.training.frame import NetworkTraining
 from lightning_nas.reproducibility import seeded
 from lightning_nas.search_spaces.cost import count_parameters
 from lightning_nas.search_spaces.space import SearchSpace, get_space
@@ -171,7 +171,7 @@ def load_teacher(path: Optional[str], loss_fn: DistillationLoss, space: str,
     if not path:
         raise ConfigError(f"model.loss {loss_fn.describe()} distils from a teacher: set model.teacher to a trained "
                           "network's checkpoint (fit experiments/mf_kd/teacher_nb201_cifar10.yaml first), or use "
-                          "lightning_nas.methods.distill_losses.CrossEntropy")
+                          "lightning_nas.methods.training.distill_losses.CrossEntropy")
     teacher = Teacher.from_checkpoint(path)
     teacher.check_student(space, num_classes, loss_fn.needs_features)
     return teacher
