@@ -25,7 +25,8 @@ from conftest import REPO
 from lightning_nas.callbacks.run_artifacts import format_summary
 from lightning_nas.cli import main
 
-CONFIGS = sorted(c for c in (REPO / "experiments").rglob("*.yaml") if c.parent.name != "protocols")  # fit configs
+CONFIGS = sorted(c for c in (REPO / "experiments").rglob("*.yaml")
+                 if c.parent.name != "protocols" and "blocks" not in c.parts)  # fit configs (blocks are parts of them)
 # the discrete searches (no supernet, no validation loop) have their own end-to-end tests in test_nb201_cli.py and
 # test_spaces.py (the DARTS-space ones)
 DISCRETE_TINY = {"naswot_nb201", "rea_nb201", "random_search_nb201", "area_nb201", "rea_darts", "bo_darts"}
@@ -290,3 +291,20 @@ def test_wandb_logger_from_the_config_runs_offline(tmp_path, capsys, monkeypatch
     assert seen["model.class_path"] == "lightning_nas.methods.DARTS" and seen["model.init_args.order"] == 1
     assert seen["seed_everything"] == 2 and seen["trainer.max_epochs"] == 1 and seen["run.dir"] == str(run_dir)
     assert seen["data.init_args.dataset"] == "digits"
+
+
+def test_a_composed_config_runs_from_one_file_and_its_run_keeps_the_whole_config(tmp_path, capsys):
+    """Configs name shared blocks (experiments/blocks/, paths relative to the config); the run directory's
+    config.yaml is the resolved whole, so the run repeats from that one file."""
+    config = REPO / "experiments" / "tiny" / "darts_nb201.yaml"
+    assert "../blocks/data/digits_320_search.yaml" in config.read_text()
+    run_dir = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "a"), capsys=capsys)
+    saved = (run_dir / "config.yaml").read_text()
+    assert "blocks/" not in saved
+    resolved = yaml.safe_load(saved)
+    assert resolved["data"]["init_args"]["max_train_samples"] == 320
+    assert resolved["model"]["init_args"]["supernet"]["init_args"]["channels"] == 4
+    again = run_in_process("fit", "--config", str(run_dir / "config.yaml"), "--run.root", str(tmp_path / "b"),
+                           capsys=capsys)
+    assert (again / "genotype.json").read_text() == (run_dir / "genotype.json").read_text()
+    assert_same_weights(run_dir / "checkpoints" / "last.ckpt", again / "checkpoints" / "last.ckpt")
