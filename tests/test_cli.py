@@ -29,7 +29,8 @@ CONFIGS = sorted(c for c in (REPO / "experiments").rglob("*.yaml")
                  if c.parent.name != "protocols" and "blocks" not in c.parts)  # fit configs (blocks are parts of them)
 # the discrete searches (no supernet, no validation loop) have their own end-to-end tests in test_nb201_cli.py and
 # test_spaces.py (the DARTS-space ones)
-DISCRETE_TINY = {"naswot_nb201", "rea_nb201", "random_search_nb201", "area_nb201", "rea_darts", "bo_darts"}
+DISCRETE_TINY = {"naswot_nb201", "rea_nb201", "random_search_nb201", "area_nb201", "rea_darts", "bo_darts",
+                 "random_search_darts_trained"}
 # run in their own tests, with their outputs checked: tests/test_landscape.py; tests/test_mfkd.py (the distillation
 # and MF-KD configs need the teacher that teacher_nb201 trains first)
 OWN_TEST_TINY = {"landscape_retrain", "teacher_nb201", "distill_nb201", "mfkd_nb201", "bo_nb201"}

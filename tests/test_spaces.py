@@ -83,10 +83,11 @@ def test_networks_and_describe_come_from_the_space():
     assert [g.title for g in darts.cell_graphs(PUBLISHED["DARTS_V2"].to_dict())] == ["normal cell", "reduce cell"]
 
 
-@pytest.mark.parametrize("config, budget", [("rea_darts", 12), ("bo_darts", 8)])
-def test_discrete_searches_run_on_the_darts_space(config, budget, tmp_path, capsys):
-    """REA and BO on a space without a table: every cell scored by the proxy, the incumbent a DARTS genotype, the
-    same seed gives the same search."""
+@pytest.mark.parametrize("config, budget, fitness", [("rea_darts", 12, "proxy"), ("bo_darts", 8, "proxy"),
+                                                     ("random_search_darts_trained", 4, "training")])
+def test_discrete_searches_run_on_the_darts_space(config, budget, fitness, tmp_path, capsys):
+    """REA, BO and random search on a space without a table: every cell scored by the proxy or by a short
+    training, the incumbent a DARTS genotype, the same seed gives the same search."""
     runs = [run_in_process("fit", "--config", str(TINY / f"{config}.yaml"), "--run.root", str(tmp_path / str(k)),
                            capsys=capsys) for k in range(2)]
     states = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["lightning_nas"]["search_state"]
@@ -97,7 +98,9 @@ def test_discrete_searches_run_on_the_darts_space(config, budget, tmp_path, caps
     assert len({rec["arch"] for rec in history}) > budget // 2  # it explores
     summary = json.loads((runs[0] / "summary.json").read_text())
     best = max(history, key=lambda r: r["fitness"])
-    assert summary["space"] == "DARTS (discrete)" and summary["fitness"] == "proxy"
+    assert summary["space"] == "DARTS (discrete)" and summary["fitness"] == fitness
+    if fitness == "training":  # held-out accuracy (%) of trained cells: above chance (10 %) for the best one
+        assert summary["training"]["epochs"] == 1 and 10 < best["fitness"] <= 100
     assert summary["incumbent"] == {"arch": best["arch"], "fitness": best["fitness"]}
     genotype = json.loads((runs[0] / "genotype.json").read_text())
     assert Genotype.from_dict(genotype["genotype"]).to_text() == best["arch"] == summary["genotype"]

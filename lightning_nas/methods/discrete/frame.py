@@ -9,7 +9,11 @@ stops after ``budget`` evaluations. ``fitness`` says how a cell is scored:
   once per evaluation, so their budget counts queried architectures;
 - ``proxy`` (the default on a space without a table, such as DARTS): a registered training-free proxy (NASWOT's
   score by default) of the cell's network (``SearchSpace.network`` at ``channels`` x ``layers``, initialised from a
-  seed the step's generator draws) on the step's proxy batch.
+  seed the step's generator draws) on the step's proxy batch;
+- ``training``: a short training of the cell's network (the same size) with cross-entropy, NAS-Bench-201's recipe
+  at ``training_epochs`` epochs (``low_fidelity.train_low_fidelity``: the loop MF-KD's low fidelity runs), scored
+  by its accuracy (%) on ``heldout_samples`` held-out *training* images (a fixed seeded split; the test set is
+  never seen); its initialisation, batches and augmentation are seeded from the step's generator.
 
 NASWOT always scores with the proxy and never queries a table; the benchmark accuracy of the chosen cell is then
 only reported. The incumbent (best fitness so far, the first on ties) is ``genotype()``, so ``genotype.json`` and
@@ -27,20 +31,24 @@ in one process (a table lookup or one batch per step gains nothing from DDP; mor
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any, Literal, Optional
 
 import torch
 
 from lightning_nas.core.module import NASModule
 from lightning_nas.errors import ConfigError
+from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
 from lightning_nas.methods.discrete.strategies import RandomSampling
+from lightning_nas.methods.training.cell_training import NetworkSpec
+from lightning_nas.methods.training.distill_losses import CrossEntropy
 from lightning_nas.proxies.registry import get_proxy
 from lightning_nas.reproducibility import mix_seed, seeded
 from lightning_nas.search_spaces.space import SearchSpace, get_space
 from lightning_nas.tabular.nb201 import canonical_dataset
 
 Dataset = Literal["cifar10", "cifar100", "imagenet16_120"]
-Fitness = Literal["benchmark", "proxy"]
+Fitness = Literal["benchmark", "proxy", "training"]
 
 
 def score_cell(arch: Any, x: torch.Tensor, y: Optional[torch.Tensor], init_seed: int, proxy: str = "naswot",
@@ -62,20 +70,27 @@ class DiscreteSearch(NASModule):
                  dataset: Dataset = "cifar10", oracle_metric: Literal["test", "valid"] = "test",
                  benchmark_path: Optional[str] = None, proxy: str = "naswot", proxy_num_classes: int = 1,
                  channels: Optional[int] = None, layers: Optional[int] = None, cells_per_stage: Optional[int] = None,
-                 seed: int = 2, num_classes: Optional[int] = None, in_channels: int = 3):
+                 training_epochs: int = 2, training_batch_size: int = 256, training_lr: float = 0.1,
+                 heldout_samples: int = 5000, train_samples: Optional[int] = None, seed: int = 2,
+                 num_classes: Optional[int] = None, in_channels: int = 3):
         """
         Args:
             budget: architectures evaluated (oracle queries; NASWOT: architectures scored).
             space: the registered search space (``nb201``, ``darts``).
-            fitness: ``benchmark`` (the space's table) or ``proxy``; default: the table where the space has one.
+            fitness: ``benchmark`` (the space's table), ``proxy`` or ``training``; default: the table where the space
+                has one, else the proxy.
             dataset: the benchmark dataset whose accuracy is the oracle and the report.
             oracle_metric: ``test`` (the shipped table) or ``valid`` (needs the official files).
             benchmark_path: official NAS-Bench-201 / NATS-Bench files or a CSV; default: the shipped table.
             proxy: a name registered in ``lightning_nas.proxies`` (NASWOT's v2 score: ``naswot``).
             proxy_num_classes: outputs of the scored network (NASWOT builds it with 1).
-            channels, layers: the scored network's size (default the space's ``search_network_defaults``:
-                NAS-Bench-201 C=16, N=5 cells per stage; DARTS C=16, 8 cells).
+            channels, layers: the size of the network a cell is scored (proxy) or trained at (default the space's
+                ``search_network_defaults``: NAS-Bench-201 C=16, N=5 cells per stage; DARTS C=16, 8 cells).
             cells_per_stage: NAS-Bench-201's name for ``layers`` (configs written before ``layers``).
+            training_epochs, training_batch_size, training_lr: the ``training`` fitness (SGD Nesterov, wd 5e-4,
+                cosine to 0).
+            heldout_samples, train_samples: the seeded split of the training images a trained cell is scored /
+                trained on (default: 5,000 scored, the rest trained on).
             seed: seeds every draw; the CLI sets it from seed_everything.
             num_classes, in_channels: linked from the datamodule by the CLI; unused (a proxy's network takes its
                 input channels from the batch and has ``proxy_num_classes`` outputs).
@@ -87,8 +102,11 @@ class DiscreteSearch(NASModule):
         self.space = get_space(space)
         self.benchmark = self.space.benchmark(benchmark_path)
         self.fitness_kind: Fitness = fitness or ("benchmark" if self.benchmark is not None else "proxy")
-        if self.fitness_kind not in ("benchmark", "proxy"):
-            raise ConfigError(f"model.fitness must be 'benchmark' or 'proxy', got {self.fitness_kind!r}")
+        if self.fitness_kind not in ("benchmark", "proxy", "training"):
+            raise ConfigError(f"model.fitness must be 'benchmark', 'proxy' or 'training', got {self.fitness_kind!r}")
+        if self.fitness_kind == "training" and num_classes is None:
+            raise ConfigError("model.fitness 'training' trains each cell on images: set data.init_args.dataset in "
+                              "the ProxyDataModule (e.g. digits, cifar10 or image_folder with data_dir)")
         if self.fitness_kind == "benchmark" and self.benchmark is None:
             raise ConfigError(f"the {self.space.name} space has no benchmark table to query: set model.fitness: "
                               "proxy (a training-free score of each cell)")
@@ -100,7 +118,12 @@ class DiscreteSearch(NASModule):
         c, n = self.space.search_network_defaults
         layers = layers if layers is not None else cells_per_stage
         self.proxy, self.proxy_num_classes = proxy, proxy_num_classes
-        self.proxy_channels, self.proxy_layers = channels or c, layers or n
+        self.cell_channels, self.cell_layers = channels or c, layers or n
+        self.training_recipe = LowFidelityRecipe(epochs=training_epochs, batch_size=training_batch_size,
+                                                 lr=training_lr)
+        self.heldout_samples, self.train_samples = heldout_samples, train_samples
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self._data: Optional[LowFidelitySplit] = None
         self.strategy: Any = RandomSampling(self.space)
         self.history: list[dict[str, Any]] = []
 
@@ -117,7 +140,30 @@ class DiscreteSearch(NASModule):
     def fitness(self, arch: Any, batch: dict, g: torch.Generator) -> float:
         if self.fitness_kind == "benchmark":
             return self.benchmark.accuracy(arch, self.dataset, self.oracle_metric)
+        if self.fitness_kind == "training":
+            return self.trained_accuracy(arch, g)
         return self.proxy_score(arch, batch, g)
+
+    def network_spec(self, arch: Any, channels: int, layers: int) -> NetworkSpec:
+        """What builds the cell's network on this run's data (``training.cell_training.CellNetwork``)."""
+        return NetworkSpec(self.space.name, self.space.key(arch), channels, layers, int(self.num_classes),
+                           self.in_channels)
+
+    def low_fidelity_data(self) -> LowFidelitySplit:
+        """The seeded split of the datamodule's training images (held-out to score, the rest to train), on the
+        run's device, built once."""
+        if self._data is None:
+            dm = self.trainer.datamodule
+            self._data = LowFidelitySplit.from_training_set(dm.data.train, dm.augment, self.heldout_samples,
+                                                            self.train_samples).to(self.device)
+        return self._data
+
+    def trained_accuracy(self, arch: Any, g: torch.Generator) -> float:
+        """The ``training`` fitness: held-out accuracy (%) after a short cross-entropy training of the cell."""
+        seed = int(torch.randint(2**62, (1,), generator=g))
+        spec = self.network_spec(arch, self.cell_channels, self.cell_layers)
+        return train_low_fidelity(spec, CrossEntropy(), None, self.low_fidelity_data(), self.training_recipe, seed,
+                                  self.device)["accuracy"]
 
     def proxy_score(self, arch: Any, batch: dict, g: torch.Generator) -> float:
         """The proxy's score of the cell on the step's proxy batch, its network initialised from a seed drawn
@@ -126,8 +172,8 @@ class DiscreteSearch(NASModule):
             raise ConfigError(f"proxy {self.proxy!r} needs images: give the ProxyDataModule a dataset")
         x, y = batch["proxy"]
         seed = int(torch.randint(2**62, (1,), generator=g))
-        return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.proxy_channels,
-                          self.proxy_layers, self.space)
+        return score_cell(arch, x, y, seed, self.proxy, self.proxy_num_classes, self.cell_channels,
+                          self.cell_layers, self.space)
 
     def record(self, arch: Any) -> dict[str, Any]:
         """A history record's identity of a cell: its text and, with a benchmark, its index."""
@@ -237,6 +283,8 @@ class DiscreteSearch(NASModule):
         extras: dict[str, Any] = {"evaluated": len(self.history)}
         if self.fitness_kind == "proxy":
             extras.update(fitness="proxy", proxy=self.proxy)
+        elif self.fitness_kind == "training":
+            extras.update(fitness="training", training=asdict(self.training_recipe))
         if self.benchmark is None:
             return {**extras, "incumbent": best and {"arch": best["arch"], "fitness": best["fitness"]}}
         trajectory: list[Optional[float]] = []

@@ -38,8 +38,8 @@ from gpytorch.likelihoods import HadamardGaussianLikelihood
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.discrete.bayes_opt import DTYPE, _fit, random_unevaluated, standardise, ucb_argmax
 from lightning_nas.methods.discrete.frame import DiscreteSearch
-from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
-from lightning_nas.methods.training.cell_training import NetworkSpec, load_teacher
+from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, train_low_fidelity
+from lightning_nas.methods.training.cell_training import load_teacher
 from lightning_nas.methods.training.distill_losses import DistillationLoss, HintonKD
 from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces.space import SearchSpace
@@ -217,11 +217,10 @@ class MFKD(DiscreteSearch):
         self.plan = fidelity_schedule(budget_epochs, high_fidelity_epochs, low_fidelity_epochs, initial_high,
                                       initial_low)
         super().__init__(budget=len(self.plan), dataset=dataset, oracle_metric=oracle_metric,
-                         benchmark_path=benchmark_path, seed=seed, num_classes=num_classes, in_channels=in_channels)
+                         benchmark_path=benchmark_path, heldout_samples=heldout_samples, train_samples=train_samples,
+                         seed=seed, num_classes=num_classes, in_channels=in_channels)
         self.budget_epochs, self.high_fidelity_epochs = budget_epochs, high_fidelity_epochs
         self.channels, self.cells_per_stage = channels, cells_per_stage
-        self.num_classes, self.in_channels = num_classes, in_channels
-        self.heldout_samples, self.train_samples = heldout_samples, train_samples
         if LOW in self.plan and num_classes is None:
             raise ConfigError("MF-KD's low fidelity trains networks on images: set data.init_args.dataset (e.g. "
                               "image_folder with data_dir) in the ProxyDataModule")
@@ -231,17 +230,9 @@ class MFKD(DiscreteSearch):
         self.teacher = load_teacher(teacher, self.loss_fn, self.space.name, num_classes)
         self.strategy = MultiFidelityUCB(self.space, initial_high, initial_low, candidates, ucb_kappa, gp_model,
                                          low_fidelity_value=low_fidelity_epochs / high_fidelity_epochs)
-        self._data: Optional[LowFidelitySplit] = None
 
     def space_id(self) -> str:
         return f"{self.space.label} (discrete, multi-fidelity)"
-
-    def low_fidelity_data(self) -> LowFidelitySplit:
-        if self._data is None:
-            dm = self.trainer.datamodule
-            self._data = LowFidelitySplit.from_training_set(dm.data.train, dm.augment, self.heldout_samples,
-                                                            self.train_samples).to(self.device)
-        return self._data
 
     def evaluate(self, n: int, batch: dict, g: torch.Generator) -> dict[str, Any]:
         fidelity = self.plan[n]
@@ -252,8 +243,7 @@ class MFKD(DiscreteSearch):
             record["cost_epochs"] = self.high_fidelity_epochs
             self.log("search/fitness", value, on_step=False, on_epoch=True, batch_size=1)
         else:
-            spec = NetworkSpec(self.space.name, self.space.key(arch), self.channels, self.cells_per_stage,
-                               int(self.num_classes), self.in_channels)
+            spec = self.network_spec(arch, self.channels, self.cells_per_stage)
             result = train_low_fidelity(spec, self.loss_fn, self.teacher, self.low_fidelity_data(), self.recipe,
                                         mix_seed(self.seed, n, 17), self.device)
             value = result["accuracy"]
