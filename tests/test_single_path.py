@@ -134,7 +134,7 @@ def test_groups_keep_separate_weights_and_prefix_sharing_ties_modules():
     assert set(groups) == {0, 1, 2, 3} and groups == [m.group_of(p) for p in paths]  # deterministic
     for p, grp in zip(paths[:20], groups[:20]):  # similarity: the nearest centroid (Hamming)
         code = tuple(p["cell"])
-        d = [sum(a != b for a, b in zip(code, c)) for c in m.centroids]
+        d = [sum(a != b for a, b in zip(code, c)) for c in m.sharing.centroids]
         assert d[grp] == min(d)
     # a child trains its own group's copy only
     p = paths[0]

@@ -143,23 +143,39 @@ class NASModule(pl.LightningModule):
         return F.cross_entropy(logits, y)
 
     def weight_step(self, opt: Any, logits_fn: Callable[[], torch.Tensor], y: torch.Tensor, grad_clip: float) -> None:
-        """One step of a search's supernet weights: forward (``logits_fn``), ``loss``, backward,
-        ``transform_weight_grads``, grad-norm clipping of the weights, step, ``after_weight_step``; logs the epoch
-        means of the loss (``search/weight_loss``) and accuracy (``train/acc``). Needs ``self.weight_loss_mean``
-        (a MeanMetric) and the accuracy metrics."""
+        """One step of a search's supernet weights: forward (``logits_fn``), ``loss``, then ``weight_update``
+        (backward, ``transform_weight_grads``, grad-norm clipping of the weights, step, ``after_weight_step``);
+        logs the epoch means of the loss (``search/weight_loss``) and accuracy (``train/acc``). Needs
+        ``self.weight_loss_mean`` (a MeanMetric) and the accuracy metrics."""
         opt.zero_grad(set_to_none=True)
         logits = logits_fn()
         loss = self.loss(logits, y)
-        self.manual_backward(loss)
-        self.transform_weight_grads()
-        if grad_clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
-        opt.step()
-        self.after_weight_step()
+        self.weight_update(opt, loss, grad_clip)
         self.weight_loss_mean.update(loss.detach())
         self.train_acc.update(logits.detach(), y)
         self.log("search/weight_loss", self.weight_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def weight_update(self, opt: Any, loss: torch.Tensor, grad_clip: float,
+                      sandbox: Optional[list[nn.Parameter]] = None) -> None:
+        """The update rule of a weight step, from the loss on: gradients, ``transform_weight_grads``, grad-norm
+        clipping at ``grad_clip`` (0: none), the optimizer step, ``after_weight_step``. In the training loop the
+        gradients come from ``manual_backward`` (DDP all-reduces them); with ``sandbox`` (the parameters to
+        differentiate) they come from ``torch.autograd.grad``, without DDP's reduction or hooks: one step outside
+        the loop, as the disturbance probe takes (``UpdatesChildren.child_update``)."""
+        if sandbox is None:
+            self.manual_backward(loss)
+        else:
+            for p, g in zip(sandbox, torch.autograd.grad(loss, sandbox, allow_unused=True)):
+                p.grad = g
+        self.transform_weight_grads()
+        if grad_clip > 0:
+            if sandbox is None:
+                self.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+            else:
+                nn.utils.clip_grad_norm_([p for p in sandbox if p.grad is not None], grad_clip)
+        opt.step()
+        self.after_weight_step()
 
     def transform_weight_grads(self) -> None:
         """Called by ``weight_step`` between the backward (gradients all-reduced) and clipping; a no-op here

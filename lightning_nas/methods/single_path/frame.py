@@ -16,13 +16,8 @@ whenever the weights changed since the last one (at every validation and wheneve
 accuracy on the whole held-out split.
 
 Reduced sharing (Zhang et al., arXiv 2001.01431, Sec. 5): ``groups`` = m > 1 keeps m copies of the supernet
-weights; a child trains and is evaluated with its group's copy. Memory and checkpoint size are m times the
-supernet's. ``grouping: random`` assigns a child by a seeded hash of its encoding; ``grouping: similarity`` by
-its nearest (Hamming distance over edge ops) of m seeded centroid children, ties broken by the same hash, so
-similar children share weights (groups are then not equally large: 23/27/27/23 % of NAS-Bench-201 for m = 4).
-Every copy starts from the same initial weights. ``shared_prefix`` = k shares the stem and the first k blocks
-(``supernet.blocks()``: cells, and on NAS-Bench-201 the residual reductions) across all groups and keeps the
-rest per group. m = 1 is full sharing.
+weights (``sharing.GroupSharing``: the copies, ``grouping``, ``grouping_seed`` and ``shared_prefix``); a child
+trains and is evaluated with its group's copy. m = 1 is full sharing.
 
 NA-RS (neighbourhood-aware random search; Wang, Cao, Li, Kitani, BMVC 2021, arXiv 2105.06369; only the abstract
 could be read, so this is the documented interpretation of methods.md 4): with ``neighbours`` = K > 0 a candidate
@@ -40,7 +35,6 @@ remove.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable
 from typing import Any, Literal, Optional
@@ -56,6 +50,7 @@ from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy, chil
 from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.single_path.projection import GradientProjector
+from lightning_nas.methods.single_path.sharing import GroupSharing, path_code
 from lightning_nas.reproducibility import mix_seed
 from lightning_nas.search_spaces.base import Path, Supernet, SupernetFactory
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
@@ -66,11 +61,6 @@ CANDIDATE_STREAM, NEIGHBOUR_STREAM = 17, 19
 #: an orthogonal-update projector, built with no arguments (a class_path/init_args in a config)
 ProjectorFactory = Callable[[], GradientProjector]
 AGGREGATIONS = {"mean": lambda v: sum(v) / len(v), "max": max, "min": min}
-
-
-def path_code(path: Path) -> tuple[int, ...]:
-    """A child as one flat tuple of op indices (cell types in sorted order)."""
-    return tuple(op for key in sorted(path) for op in path[key])
 
 
 class SinglePathSearch(UpdatesChildren, NASModule):
@@ -108,7 +98,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
             seed: seeds the sampled children and the candidates; the CLI sets it from seed_everything.
         """
         super().__init__()
-        for name, value in (("candidates", candidates), ("rank_batches", rank_batches), ("groups", groups)):
+        for name, value in (("candidates", candidates), ("rank_batches", rank_batches)):
             if value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value}")
         if grad_clip < 0 or calib_batches < 0:
@@ -121,8 +111,6 @@ class SinglePathSearch(UpdatesChildren, NASModule):
             raise ConfigError(f"need model.neighbours >= 0 and model.distance >= 1, got {neighbours}, {distance}")
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"model.aggregation must be one of {list(AGGREGATIONS)}, got {aggregation!r}")
-        if grouping not in ("similarity", "random"):
-            raise ConfigError(f"model.grouping must be 'similarity' or 'random', got {grouping!r}")
         self.automatic_optimization = False
         factory = DartsSupernet if supernet is None else resolve_callable(supernet, "model.supernet")
         self.supernet: Supernet = factory(num_classes, in_channels)
@@ -130,11 +118,8 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         self.grad_clip, self.seed = grad_clip, seed
         self.rank_batches, self.calib_batches = rank_batches, calib_batches
         self.bn_mode: BNMode = bn_mode
-        self.groups, self.grouping, self.grouping_seed, self.shared_prefix = groups, grouping, grouping_seed, \
-            shared_prefix
-        self.group_supernets = nn.ModuleList(self._group_copies())
-        self.centroids = [path_code(self.supernet.random_path(torch.Generator().manual_seed(
-            mix_seed(grouping_seed, k, 23)))) for k in range(groups)] if groups > 1 else []
+        self.sharing = GroupSharing(self.supernet, groups, grouping, grouping_seed, shared_prefix)
+        self.group_supernets = nn.ModuleList(self.sharing.copies)
         self._ddp_params_and_buffers_to_ignore = [
             n for n, p in self.named_parameters() if any(p is a for net in self.all_supernets()
                                                          for a in net.arch_parameters())]
@@ -166,44 +151,16 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         g = torch.Generator().manual_seed(mix_seed(self.seed, NEIGHBOUR_STREAM, k))
         return [neighbour_path(path, self.supernet.primitives, self.distance, g) for _ in range(self.neighbours)]
 
-    def _group_copies(self) -> list[Supernet]:
-        if self.groups == 1:
-            if self.shared_prefix is not None:
-                raise ConfigError("model.shared_prefix needs model.groups > 1 (with one group everything is shared)")
-            return []
-        blocks = len(self.supernet.blocks())
-        if self.shared_prefix is not None and not 0 <= self.shared_prefix <= blocks:
-            raise ConfigError(f"model.shared_prefix must be in [0, {blocks}] (the supernet's blocks), "
-                              f"got {self.shared_prefix}")
-        copies = []
-        for _ in range(self.groups - 1):
-            net = copy.deepcopy(self.supernet)
-            if self.shared_prefix is not None:  # tie the stem and the first blocks to group 0's modules
-                net.stem = self.supernet.stem
-                for i in range(self.shared_prefix):
-                    net.blocks()[i] = self.supernet.blocks()[i]
-            copies.append(net)
-        return copies
-
     # ---- identity ----------------------------------------------------------------------------------
     def space_id(self) -> str:
-        sharing = "" if self.groups == 1 else f", groups={self.groups} ({self.grouping}), prefix={self.shared_prefix}"
-        return self.supernet.space_id() + sharing
+        return self.supernet.space_id() + self.sharing.describe()
 
     def all_supernets(self) -> list[Supernet]:
         return [self.supernet, *self.group_supernets]
 
     def group_of(self, path: Path) -> int:
         """The group whose weights the child ``path`` trains and is evaluated with."""
-        if self.groups == 1:
-            return 0
-        code = path_code(path)
-        key = mix_seed(self.grouping_seed, *(c + 1 for c in code))
-        if self.grouping == "random":
-            return key % self.groups
-        distances = [sum(a != b for a, b in zip(code, c)) for c in self.centroids]
-        nearest = [k for k, d in enumerate(distances) if d == min(distances)]
-        return nearest[key % len(nearest)]  # ties: a seeded hash of the child, not the first centroid
+        return self.sharing.group_of(path)
 
     def supernet_for(self, path: Path) -> Supernet:
         return self.all_supernets()[self.group_of(path)]
@@ -273,14 +230,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         opt.zero_grad(set_to_none=True)
         with self._capture():
             loss = self.loss(net(x, path=path), y)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, g in zip(params, grads):
-            p.grad = g
-        self.transform_weight_grads()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.grad_clip)
-        opt.step()
-        self.after_weight_step()
+        self.weight_update(opt, loss, self.grad_clip, sandbox=params)
         return float(loss.detach())
 
     def on_train_start(self) -> None:
@@ -379,7 +329,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
     def summary_extras(self) -> dict[str, Any]:
         # rankings stored by older versions have no score: it was the accuracy
         ranking = sorted(self.ranking, key=lambda r: (-r.get("score", r["acc"]), r["candidate"]))
-        extras = {"groups": self.groups, "ranked_at_step": self.ranked_step, "scoring": self.scoring(),
+        extras = {"groups": self.sharing.groups, "ranked_at_step": self.ranked_step, "scoring": self.scoring(),
                   "top_candidates": ranking[:10], "ranking": self.ranking}
         if self.projector is not None:
             extras["projector"] = {"class": type(self.projector).__name__,
