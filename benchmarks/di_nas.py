@@ -1,10 +1,10 @@
-"""The DI-NAS experiment: performance disturbance and ranking quality of single-path weight sharing with plain
-updates vs DI-NAS's two orthogonal updates (``OWMProjector``, ``GradientSpaceProjector``; documented
-interpretations, see ``lightning_nas/methods/single_path/projection.py``), on NAS-Bench-201 with the real CIFAR-10 images and
-the budget and seeds of the weight-sharing-variance experiment (``benchmarks/ws_variance.py``). Every run carries
-the ``DisturbanceProbe`` callback; the table gives per update the disturbance (held-out accuracy of a just-trained
-child before minus after k steps on other children; mean +- std over seeds), GT-Tau, S-Tau across seeds, the
-benchmark accuracy of the pick and the run time relative to plain updates.
+"""The DI-NAS experiment: performance disturbance and ranking quality of single-path weight sharing with plain updates
+vs DI-NAS's two orthogonal updates (``OWMProjector``, ``GradientSpaceProjector``; documented interpretations, see
+``lightning_nas/methods/single_path/projection.py``), on NAS-Bench-201 with the real CIFAR-10 images and the budget
+and seeds of the weight-sharing-variance experiment (``benchmarks/ws_variance.py``). Every run carries the
+``DisturbanceProbe`` callback; the table gives per update the disturbance (held-out accuracy of a just-trained child
+before minus after k steps on other children; mean +- std over seeds), GT-Tau, S-Tau across seeds, the benchmark
+accuracy of the pick and the run time relative to plain updates.
 
     python benchmarks/di_nas.py --data ../shared/data/cifar10-jpg.tar.gz                 # CPU, reduced budget
     python benchmarks/di_nas.py --data <cifar10 dir or JPEG tar> --full --parallel 1     # GPU, full protocol

@@ -36,8 +36,7 @@ def _op_modules(net):
     for block in net.blocks():
         key = "cell" if isinstance(net, NB201Supernet) else ("reduce" if block.reduction else "normal")
         for e, edge in enumerate(getattr(block, "edges", [])):
-            ops = edge if isinstance(net, NB201Supernet) else edge.ops
-            for o, op in enumerate(ops):
+            for o, op in enumerate(edge.ops):  # every edge of both spaces is a MixedOp
                 out.setdefault((key, e, o), []).append(op)
     return out
 
@@ -224,7 +223,7 @@ def test_ddp_two_cpu_processes_train_the_same_child(tmp_path):
             assert name.startswith(own + ".") or shared, name
             if "edges" in parts:
                 e = parts.index("edges")
-                assert int(parts[e + 2]) == path["cell"][int(parts[e + 1])], name
+                assert parts[e + 2] == "ops" and int(parts[e + 3]) == path["cell"][int(parts[e + 1])], name
 
 
 # ---- the metrics -----------------------------------------------------------------------------------------

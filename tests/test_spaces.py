@@ -212,3 +212,16 @@ def test_class_paths_and_checkpoints_from_before_the_family_folders_still_work(t
     torch.save(ckpt, old)
     assert main(["fit", "--config", config, "--run.root", str(tmp_path / "c"), "--ckpt_path", str(old)]) != 0
     assert "written by method lightning_nas.methods.darts.MiLeNAS" in capsys.readouterr().err
+
+
+def test_one_mixed_op_serves_both_spaces_and_old_nb201_checkpoints_load():
+    from lightning_nas.search_spaces.mixed_op import MixedOp
+
+    nb, darts = NB201Supernet(channels=2, cells_per_stage=1), DartsSupernet(channels=2, layers=3)
+    assert isinstance(nb.layers[0].edges[0], MixedOp) and isinstance(darts.cells[0].edges[0], MixedOp)
+    state = nb.state_dict()
+    old = {k.replace(".ops.", ".", 1) if ".edges." in k else k: v for k, v in state.items()}  # keys before MixedOp
+    assert old.keys() != state.keys()
+    fresh = NB201Supernet(channels=2, cells_per_stage=1, alpha_init_std=1.0)
+    fresh.load_state_dict(old)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())

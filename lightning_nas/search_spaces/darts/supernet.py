@@ -25,31 +25,16 @@ from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from lightning_nas.search_spaces.darts.space import DartsSpace, num_edges
+from lightning_nas.search_spaces.mixed_op import MixedOp
 
 
-class MixedOp(nn.Module):
-    """Weighted sum of every candidate op on one edge. Pooling ops get a BN(affine=False) as in DARTS."""
-
-    def __init__(self, channels: int, stride: int, primitives: Sequence[str]):
-        super().__init__()
-        self.ops = nn.ModuleList()
-        self.is_zero: list[bool] = []
-        for name in primitives:
-            op = make_op(name, channels, stride, affine=False)
-            if "pool" in name:
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            self.ops.append(op)
-            self.is_zero.append(name == "none")
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # `none` contributes w * 0 = 0 (and a zero gradient to w): skipping it is exact and cheaper.
-        return sum(w * op(x) for w, op, zero in zip(weights, self.ops, self.is_zero) if not zero)
-
-    def forward_path(self, x: torch.Tensor, op: int) -> Optional[torch.Tensor]:
-        """The one op ``op`` (None for an absent edge or ``none``: nothing is computed)."""
-        if op < 0 or self.is_zero[op]:
-            return None
-        return self.ops[op](x)
+def darts_mixed_op(channels: int, stride: int, primitives: Sequence[str]) -> MixedOp:
+    """A DARTS edge: every candidate op without affine BN; pooling ops get a BN(affine=False) as in DARTS."""
+    ops = []
+    for name in primitives:
+        op = make_op(name, channels, stride, affine=False)
+        ops.append(nn.Sequential(op, nn.BatchNorm2d(channels, affine=False)) if "pool" in name else op)
+    return MixedOp(ops, primitives)
 
 
 class SearchCell(nn.Module):
@@ -70,7 +55,7 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(channels, stride, primitives))
+                self.edges.append(darts_mixed_op(channels, stride, primitives))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]

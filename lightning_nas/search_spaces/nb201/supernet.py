@@ -14,8 +14,9 @@ every cell; ``none`` computes nothing. A child is any of the benchmark's cells (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +24,32 @@ from torch import nn
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
+from lightning_nas.search_spaces.mixed_op import MixedOp
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
 from lightning_nas.search_spaces.nb201.space import NB201Space
 
+#: state_dict keys written before the edges were ``MixedOp`` s: ``edges.<k>.<op>.`` is now ``edges.<k>.ops.<op>.``
+_OLD_EDGE_KEY = re.compile(r"^edges\.(\d+)\.(\d+)\.")
+
 
 class MixedCell(nn.Module):
-    """A search cell: every edge is the softmax(alpha)-weighted sum of all candidate ops."""
+    """A search cell: every edge is a ``MixedOp``, the softmax(alpha)-weighted sum of all candidate ops."""
 
     def __init__(self, channels: int, primitives: Sequence[str]):
         super().__init__()
         self.edges = nn.ModuleList(
-            nn.ModuleList(make_op(p, channels, channels, 1, affine=False) for p in primitives) for _ in EDGES)
-        self.is_zero = [p == "none" for p in primitives]
+            MixedOp((make_op(p, channels, channels, 1, affine=False) for p in primitives), primitives) for _ in EDGES)
+        self._register_load_state_dict_pre_hook(self._rename_old_keys)
+
+    @staticmethod
+    def _rename_old_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Checkpoints written before the edges were ``MixedOp`` s load unchanged."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = _OLD_EDGE_KEY.sub(r"edges.\1.ops.\2.", key[len(prefix):])
+            if new != key[len(prefix):]:
+                state_dict[prefix + new] = state_dict.pop(key)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -44,9 +57,7 @@ class MixedCell(nn.Module):
         for to in range(1, NUM_NODES):
             total = 0
             for j in range(to):
-                # `none` contributes w * 0 = 0 (and a zero gradient to w): skipping it is exact and cheaper
-                total = total + sum(w * op(nodes[j]) for w, op, zero in zip(weights[k + j], self.edges[k + j],
-                                                                            self.is_zero) if not zero)
+                total = total + self.edges[k + j](nodes[j], weights[k + j])
             nodes.append(total)
             k += to
         return nodes[-1]
@@ -56,8 +67,7 @@ class MixedCell(nn.Module):
         nodes = [x]
         k = 0
         for to in range(1, NUM_NODES):
-            terms = [self.edges[k + j][ops[k + j]](nodes[j]) for j in range(to)
-                     if ops[k + j] >= 0 and not self.is_zero[ops[k + j]]]
+            terms = [t for j in range(to) if (t := self.edges[k + j].forward_path(nodes[j], ops[k + j])) is not None]
             nodes.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
             k += to
         return nodes[-1]
