@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.core.module import NASModule
 from lightning_nas.errors import Interrupted
 
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGINT")) if s is not None)
@@ -93,7 +94,7 @@ class GracefulStop(Callback):
         ckpt = self.checkpoint_dir / "last.ckpt"
         trainer.save_checkpoint(ckpt)
         signum = self.received if self.received is not None else signal.SIGTERM
-        step = int(getattr(pl_module, "search_steps", trainer.global_step))
+        step = pl_module.search_steps if isinstance(pl_module, NASModule) else trainer.global_step
         raise Interrupted(
             f"stopped by {signal.Signals(signum).name} after search step {step} (epoch {trainer.current_epoch + 1}); "
             f"the run so far is saved in {ckpt}. Resume it with: {self.resume_command.format(ckpt=ckpt)}",

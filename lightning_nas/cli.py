@@ -254,7 +254,7 @@ class NASCLI(LightningCLI):
         max_steps = trainer_init.get("max_steps")
         if self.subcommand == "fit" and isinstance(max_steps, int) and max_steps > 0:
             # trainer.max_steps counts search steps; Lightning stops on its global step, which counts optimizer steps
-            trainer_init["max_steps"] = max_steps * getattr(self.model, "optimizer_steps_per_search_step", 1)
+            trainer_init["max_steps"] = max_steps * self._optimizer_steps_per_search_step()
         ckpt_dir = str(self.run_dir / "checkpoints")
         callbacks: list[pl.Callback] = []
         first: list[pl.Callback] = []  # before the config's callbacks: nothing reads diverged values
@@ -299,9 +299,13 @@ class NASCLI(LightningCLI):
         if minutes:
             out.append(ModelCheckpoint(train_time_interval=timedelta(minutes=minutes), **last))
         if steps:  # Lightning counts optimizer steps
-            per = getattr(self.model, "optimizer_steps_per_search_step", 1)
+            per = self._optimizer_steps_per_search_step()
             out.append(ModelCheckpoint(every_n_train_steps=steps * per, **last))
         return out
+
+    def _optimizer_steps_per_search_step(self) -> int:
+        """Lightning's optimizer steps per search step of the method (1 for a LightningModule not of ours)."""
+        return self.model.optimizer_steps_per_search_step if isinstance(self.model, NASModule) else 1
 
     def after_instantiate_classes(self) -> None:
         config_text = self._config_text()

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_nas.core.capabilities import TrainsArchitecture
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.reproducibility import mix_seed, rng_state, set_rng_state
+from lightning_nas.search_spaces.base import Supernet
 from lightning_nas.search_spaces.space import SearchSpace
 
 #: DARTS's weight optimiser (Liu et al., 2019): the default of the supernet families (bilevel and single path)
@@ -217,23 +219,21 @@ class NASModule(pl.LightningModule):
 
     # ---- what the analysis callbacks (landscape, gradient variance, Hessian) act on ------------------------
     def analysis_network(self) -> nn.Module:
-        """The network the analysis callbacks evaluate (its train/eval mode is set around each analysis)."""
-        net = getattr(self, "supernet", None)
-        if not isinstance(net, nn.Module):
+        """The network the analysis callbacks evaluate (its train/eval mode is set around each analysis): the
+        supernet of a search that trains alpha; a training method returns its network."""
+        if not isinstance(self, TrainsArchitecture):
             raise ConfigError(f"{type(self).__name__} has no network for the analysis callbacks (landscape, gradient "
                               "variance, Hessian): use them with a differentiable search or a retraining")
-        return net
+        return self.supernet
 
     def analysis_parameters(self, target: str) -> list[tuple[str, nn.Parameter]]:
         """The named parameters an analysis perturbs or differentiates: ``weights`` or ``alpha`` (the
         architecture parameters of a supernet)."""
         net = self.analysis_network()
         if target == "alpha":
-            return [(name, getattr(net, name)) for name in getattr(net, "ARCH_NAMES", ())]
+            return list(zip(net.ARCH_NAMES, net.arch_parameters())) if isinstance(net, Supernet) else []
         if target == "weights":
-            if hasattr(net, "named_weight_parameters"):
-                return list(net.named_weight_parameters())
-            return list(net.named_parameters())
+            return list(net.named_weight_parameters() if isinstance(net, Supernet) else net.named_parameters())
         raise ConfigError(f"unknown analysis target {target!r}: use 'weights' or 'alpha'")
 
     def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from torchmetrics import MeanMetric
 from lightning_nas.core.capabilities import UpdatesChildren
 from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
 from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
+from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.single_path.projection import GradientProjector
 from lightning_nas.methods.single_path.sharing import GroupSharing, path_code
@@ -246,7 +247,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         if self._probes is None:
             trainer = self.trainer
             dm = trainer.datamodule
-            if not hasattr(dm, "child_eval_batches"):
+            if not isinstance(dm, SearchDataModule):
                 raise ConfigError("SinglePathSearch ranks children on held-out data: use "
                                   "lightning_nas.data.datamodules.SearchDataModule")
             calib = self.calib_batches if self.bn_mode == "recalibrate" else 0
