@@ -1,11 +1,12 @@
 """One interface for everything specific to a cell space, and the registry that names the spaces.
 
-A ``SearchSpace`` holds no weights: it reads and writes genotypes, samples, mutates, neighbours and encodes
-cells, builds the discrete network of a cell, describes it, and gives the space's benchmark table where one
-exists. Methods, callbacks and reports ask the space (``get_space(name)`` or a supernet's ``space``) and never
-branch on a space's name or class. Children of a supernet are ``Path`` s (per cell type, one op index per edge,
--1 for an edge the child does not have); genotypes are the space's own cell type (``NB201Arch``, ``Genotype``),
-both with ``to_dict()`` / ``to_text()``.
+A ``SearchSpace`` holds no weights: it reads and writes genotypes, samples, mutates and encodes cells (the
+neighbours NA-DARTS and NA-RS use are generic over children: ``search_spaces.neighbourhood``), builds the discrete
+network of a cell, describes it, and gives the space's benchmark table where one exists. Methods, callbacks and
+reports ask the space (``get_space(name)`` or a supernet's ``space``) and never branch on a space's name or class.
+Children of a supernet are ``Path`` s (per cell type, one op index per edge, -1 for an edge the child does not
+have); genotypes are the space's own cell type (``NB201Arch``, ``Genotype``), both with ``to_dict()`` /
+``to_text()``.
 
 Adding a space: subclass ``SearchSpace`` in ``search_spaces/<name>/space.py``, decorate it with
 ``@register_space("<name>")`` and list the module in ``BUILTIN`` (or import it before use); see
@@ -126,8 +127,9 @@ class SearchSpace(ABC):
         """The last module of each stage of ``network`` (NST's feature maps); default: none."""
         raise ConfigError(f"the {self.name} space does not name the stages of its network")
 
-    def describe(self, genotype: Any, dataset: str) -> dict[str, Any]:
-        """Size and cost of the cell's evaluation network on ``dataset`` (and what else the space knows)."""
+    def describe(self, genotype: Any, dataset: str, benchmark_path: Optional[str] = None) -> dict[str, Any]:
+        """Size and cost of the cell's evaluation network on ``dataset`` (and what else the space knows: its
+        benchmark's accuracies, read from ``benchmark_path`` or the shipped table)."""
         raise ConfigError(f"the {self.name} space has no describe()")
 
     def cell_graphs(self, record: dict[str, Any]) -> list[CellGraph]:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from lightning_nas.errors import ConfigError, GenotypeError
+from lightning_nas.errors import GenotypeError
 from lightning_nas.search_spaces.nb201.arch import EDGES, NB201Arch, load_arch
 from lightning_nas.search_spaces.nb201.network import NB201Network
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES
@@ -109,11 +109,3 @@ class NB201Space(SearchSpace):
         from lightning_nas.tabular.nb201 import load_benchmark
 
         return load_benchmark(path)
-
-    def check_dataset(self, dataset: str) -> str:
-        from lightning_nas.tabular.nb201 import canonical_dataset
-
-        dataset = canonical_dataset(dataset)
-        if dataset not in DATASETS:
-            raise ConfigError(f"NAS-Bench-201 datasets are {sorted(DATASETS)}, got {dataset!r}")
-        return dataset
