@@ -1,9 +1,10 @@
 """The bilevel (differentiable) family: one loop (``frame.BilevelSearch``), each paper a thin class on it."""
 
+from lightning_nas.methods.bilevel.beta_darts import BetaDARTS
 from lightning_nas.methods.bilevel.darts import DARTS
 from lightning_nas.methods.bilevel.frame import BilevelSearch
 from lightning_nas.methods.bilevel.milenas import MiLeNAS
 from lightning_nas.methods.bilevel.na_darts import NADARTS
 from lightning_nas.methods.bilevel.sdarts import SDARTS
 
-__all__ = ["BilevelSearch", "DARTS", "MiLeNAS", "NADARTS", "SDARTS"]
+__all__ = ["BetaDARTS", "BilevelSearch", "DARTS", "MiLeNAS", "NADARTS", "SDARTS"]
