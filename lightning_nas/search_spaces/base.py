@@ -62,8 +62,14 @@ class Supernet(nn.Module):
         """The continuous relaxation: softmax(alpha) per edge, one tensor per alpha."""
         raise NotImplementedError
 
+    def arch_logits(self) -> dict[str, nn.Parameter]:
+        """The raw alpha (edges x ``primitives``) per cell type, the keys of ``mixing_weights``."""
+        return dict(zip(self.space.cell_types, self.arch_parameters()))
+
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:
+        """``mixing`` alone: every op weighted (default ``mixing_weights()``); ``path`` alone: the child's ops only;
+        both (hard sampling, GDAS): the path's op per edge times its weight in ``mixing``."""
         raise NotImplementedError
 
     def genotype(self) -> Any:

@@ -29,6 +29,19 @@ class MixedOp(nn.Module):
         """The weighted sum of every op but ``none`` (0 if only ``none`` is there)."""
         return sum(w * op(x) for w, op, zero in zip(weights, self.ops, self.is_zero) if not zero)
 
+    def forward_hard(self, x: torch.Tensor, weights: torch.Tensor, op: int,
+                     others_as_scalars: bool = False) -> torch.Tensor:
+        """GDAS's edge (Dong & Yang, CVPR 2019): only op ``op`` runs, times its (straight-through) weight. With
+        ``others_as_scalars`` the other weights are added as scalars, which are 0 in the forward but give every
+        weight of the edge a gradient (AutoDL's NAS-Bench-201 cell, ``search_cells.py:72-86``); without, only the
+        chosen weight enters (its DARTS-space cell, ``search_cells.py:180-181``)."""
+        out = weights[op] * self.ops[op](x)
+        if others_as_scalars:
+            for k in range(len(self.ops)):
+                if k != op:
+                    out = out + weights[k]
+        return out
+
     def forward_path(self, x: torch.Tensor, op: int) -> Optional[torch.Tensor]:
         """The one op ``op`` (None for an absent edge, -1, or ``none``: nothing is computed)."""
         if op < 0 or self.is_zero[op]:

@@ -3,8 +3,9 @@
 from lightning_nas.methods.bilevel.beta_darts import BetaDARTS
 from lightning_nas.methods.bilevel.darts import DARTS
 from lightning_nas.methods.bilevel.frame import BilevelSearch
+from lightning_nas.methods.bilevel.gdas import GDAS
 from lightning_nas.methods.bilevel.milenas import MiLeNAS
 from lightning_nas.methods.bilevel.na_darts import NADARTS
 from lightning_nas.methods.bilevel.sdarts import SDARTS
 
-__all__ = ["BetaDARTS", "BilevelSearch", "DARTS", "MiLeNAS", "NADARTS", "SDARTS"]
+__all__ = ["BetaDARTS", "BilevelSearch", "DARTS", "GDAS", "MiLeNAS", "NADARTS", "SDARTS"]

@@ -66,6 +66,18 @@ class SearchCell(nn.Module):
             states.append(s)
         return torch.cat(states[-self.multiplier:], dim=1)
 
+    def forward_hard(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                     ops: tuple[int, ...]) -> torch.Tensor:
+        """GDAS: every edge runs one op times its hard weight (AutoDL's DARTS-space cell: no scalar terms)."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = sum(self.edges[offset + j].forward_hard(h, weights[offset + j], ops[offset + j])
+                    for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
     def forward_path(self, s0: torch.Tensor, s1: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
         """Each node sums only its edges' chosen ops; a node without any is zero."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -136,7 +148,11 @@ class DartsSupernet(Supernet):
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:
         s0 = s1 = self.stem(x)
-        if path is not None:
+        if path is not None and mixing is not None:  # hard sampling (GDAS): path's ops times mixing's weights
+            for cell in self.cells:
+                key = "reduce" if cell.reduction else "normal"
+                s0, s1 = s1, cell.forward_hard(s0, s1, mixing[key], path[key])
+        elif path is not None:
             for cell in self.cells:
                 s0, s1 = s1, cell.forward_path(s0, s1, path["reduce" if cell.reduction else "normal"])
         else:

@@ -62,6 +62,16 @@ class MixedCell(nn.Module):
             k += to
         return nodes[-1]
 
+    def forward_hard(self, x: torch.Tensor, weights: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
+        """GDAS: one op per edge times its hard weight, the edge's other weights added as scalars (AutoDL)."""
+        nodes = [x]
+        k = 0
+        for to in range(1, NUM_NODES):
+            nodes.append(sum(self.edges[k + j].forward_hard(nodes[j], weights[k + j], ops[k + j], True)
+                             for j in range(to)))
+            k += to
+        return nodes[-1]
+
     def forward_path(self, x: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
         """One op per edge (``ops[k]`` indexes the primitives; ``none`` and -1 contribute nothing)."""
         nodes = [x]
@@ -103,7 +113,11 @@ class NB201Supernet(Supernet):
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:
         x = self.stem(x)
-        if path is not None:
+        if path is not None and mixing is not None:  # hard sampling (GDAS): path's ops times mixing's weights
+            ops, weights = path["cell"], mixing["cell"]
+            for layer in self.layers:
+                x = layer.forward_hard(x, weights, ops) if isinstance(layer, MixedCell) else layer(x)
+        elif path is not None:
             ops = path["cell"]
             for layer in self.layers:
                 x = layer.forward_path(x, ops) if isinstance(layer, MixedCell) else layer(x)
