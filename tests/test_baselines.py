@@ -146,3 +146,15 @@ def test_gdas_tiny_configs_anneal_tau_and_repeat(config, tmp_path, capsys):
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["metrics"]["gdas/tau"] == pytest.approx(0.1)  # the last of 2 epochs: tau_min
     assert summary["genotype"] == json.loads((runs[1] / "summary.json").read_text())["genotype"]
+
+
+def test_gdas_two_ddp_processes_draw_alike_and_hold_identical_alphas(tmp_path):
+    """Each rank draws its Gumbel noise from (seed, step): the same ops on both ranks, identical alphas."""
+    from cli_utils import run_two_process_ddp
+
+    _, prefix = run_two_process_ddp(REPO / "experiments" / "tiny" / "gdas_nb201.yaml", tmp_path, "AlphaRecorder")
+    ranks = [[json.loads(line) for line in open(f"{prefix}.rank{r}.jsonl")] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) > 2
+    for a, b in zip(*ranks):
+        assert a["alphas"] == b["alphas"], (a["epoch"], a["batch"])
+    assert ranks[0][0]["alphas"] != ranks[0][-1]["alphas"]  # alpha is trained
