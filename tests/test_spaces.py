@@ -28,7 +28,7 @@ def test_registry_names_both_spaces_and_refuses_an_unknown_one():
         get_space("nasbench101")
 
 
-@pytest.mark.parametrize("name", ["nb201", "darts"])
+@pytest.mark.parametrize("name", space_names())  # every registered space
 def test_sample_mutate_encode_parse_round_trip(name):
     space = get_space(name)
     g = torch.Generator().manual_seed(0)
