@@ -22,8 +22,6 @@ def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[s
     return primitives
 
 
-
-
 class Supernet(nn.Module):
     """Base of the supernets: the methods use only this interface, so each runs on every space.
 

@@ -39,6 +39,12 @@ class CellGraph:
     edges: list[tuple[int, int, str]]
 
 
+def uniform_index(n: int, generator: torch.Generator) -> int:
+    """An index drawn uniformly from ``range(n)`` with ``generator`` (the one draw every sampler and mutation
+    makes, so that a seeded caller reproduces a search)."""
+    return int(torch.randint(n, (1,), generator=generator))
+
+
 class SearchSpace(ABC):
     """A cell search space without weights (see the module docstring)."""
 

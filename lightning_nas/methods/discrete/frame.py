@@ -92,8 +92,9 @@ class DiscreteSearch(NASModule):
             heldout_samples, train_samples: the seeded split of the training images a trained cell is scored /
                 trained on (default: 5,000 scored, the rest trained on).
             seed: seeds every draw; the CLI sets it from seed_everything.
-            num_classes, in_channels: linked from the datamodule by the CLI; unused (a proxy's network takes its
-                input channels from the batch and has ``proxy_num_classes`` outputs).
+            num_classes, in_channels: linked from the datamodule by the CLI; the ``training`` fitness builds its
+                networks with them (a proxy's network takes its input channels from the batch and has
+                ``proxy_num_classes`` outputs).
         """
         super().__init__()
         if budget < 1:

@@ -19,11 +19,7 @@ import torch
 
 from lightning_nas.core.capabilities import AskTell
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.space import SearchSpace
-
-
-def _choice(n: int, g: torch.Generator) -> int:
-    return int(torch.randint(n, (1,), generator=g))
+from lightning_nas.search_spaces.space import SearchSpace, uniform_index
 
 
 class RandomSampling(AskTell):
@@ -54,7 +50,7 @@ class RegularizedEvolution(AskTell):
     def ask(self, g: torch.Generator) -> Any:
         if self.told < self.population_size:
             return self.initial[self.told] if self.told < len(self.initial) else self.space.sample(g)
-        members = [self.population[_choice(len(self.population), g)] for _ in range(self.sample_size)]
+        members = [self.population[uniform_index(len(self.population), g)] for _ in range(self.sample_size)]
         parent = max(members, key=lambda m: m[1])[0]
         return self.space.mutate(parent, g)
 

@@ -16,7 +16,7 @@ from lightning_nas.search_spaces.darts.eval_network import NetworkCIFAR, Network
 from lightning_nas.search_spaces.darts.genotype import Genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES
 from lightning_nas.search_spaces.darts.resolve import load_genotype
-from lightning_nas.search_spaces.space import CellGraph, Path, SearchSpace, register_space
+from lightning_nas.search_spaces.space import CellGraph, Path, SearchSpace, register_space, uniform_index
 
 CELLS = ("normal", "reduce")
 CONV_OPS = ("sep_conv", "dil_conv", "conv_7x1")
@@ -26,10 +26,6 @@ DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 224)}
 
 def num_edges(steps: int) -> int:
     return sum(2 + i for i in range(steps))
-
-
-def _choice(n: int, g: torch.Generator) -> int:
-    return int(torch.randint(n, (1,), generator=g))
 
 
 @register_space("darts")
@@ -79,7 +75,7 @@ class DartsSpace(SearchSpace):
             for node in range(self.steps):
                 inputs = torch.randperm(2 + node, generator=generator)[:2].tolist()
                 for j in sorted(inputs):
-                    cell[offset + j] = ops[_choice(len(ops), generator)]
+                    cell[offset + j] = ops[uniform_index(len(ops), generator)]
                 offset += 2 + node
             path[key] = tuple(cell)
         return path
@@ -130,19 +126,19 @@ class DartsSpace(SearchSpace):
         another non-``none`` op, else the input moves to another predecessor the node does not use, keeping its
         op."""
         ops = self._ops(primitives or self.primitives)
-        key = CELLS[_choice(len(CELLS), generator)]
-        node = _choice(self.steps, generator)
+        key = CELLS[uniform_index(len(CELLS), generator)]
+        node = uniform_index(self.steps, generator)
         offset = num_edges(node)
         cell = list(path[key])
         used = [j for j in range(2 + node) if cell[offset + j] >= 0]
-        j = used[_choice(len(used), generator)]
+        j = used[uniform_index(len(used), generator)]
         free = [k for k in range(2 + node) if cell[offset + k] < 0]
-        if _choice(2, generator) == 0 or not free:
+        if uniform_index(2, generator) == 0 or not free:
             others = [o for o in ops if o != cell[offset + j]]
             if others:
-                cell[offset + j] = others[_choice(len(others), generator)]
+                cell[offset + j] = others[uniform_index(len(others), generator)]
         else:
-            k = free[_choice(len(free), generator)]
+            k = free[uniform_index(len(free), generator)]
             cell[offset + k], cell[offset + j] = cell[offset + j], -1
         return {**path, key: tuple(cell)}
 

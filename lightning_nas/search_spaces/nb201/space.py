@@ -13,14 +13,10 @@ from lightning_nas.errors import GenotypeError
 from lightning_nas.search_spaces.nb201.arch import EDGES, NB201Arch, load_arch
 from lightning_nas.search_spaces.nb201.network import NB201Network
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES
-from lightning_nas.search_spaces.space import CellGraph, Path, SearchSpace, register_space
+from lightning_nas.search_spaces.space import CellGraph, Path, SearchSpace, register_space, uniform_index
 
 #: (classes, image size) of the benchmark's datasets
 DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16_120": (120, 16)}
-
-
-def _choice(n: int, g: torch.Generator) -> int:
-    return int(torch.randint(n, (1,), generator=g))
 
 
 @register_space("nb201")
@@ -69,9 +65,9 @@ class NB201Space(SearchSpace):
                     primitives: Optional[Sequence[str]] = None) -> Path:
         """The benchmark's REA mutation: one edge chosen uniformly gets another op chosen uniformly."""
         ops = list(path["cell"])
-        edge = _choice(len(ops), generator)
+        edge = uniform_index(len(ops), generator)
         others = [i for i in range(len(primitives or self.primitives)) if i != ops[edge]]
-        ops[edge] = others[_choice(len(others), generator)]
+        ops[edge] = others[uniform_index(len(others), generator)]
         return {"cell": tuple(ops)}
 
     # ---- networks ------------------------------------------------------------------------------------
