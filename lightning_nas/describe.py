@@ -18,12 +18,6 @@ from lightning_nas.errors import ConfigError, LightningNASError
 from lightning_nas.search_spaces.space import get_space, space_names
 
 
-def describe(genotype: Any, dataset: str = "cifar10", space: str = "darts",
-             benchmark_path: Optional[str] = None) -> dict[str, Any]:
-    """``SearchSpace.describe`` of a genotype (DARTS by default)."""
-    return get_space(space).describe(genotype, dataset, benchmark_path)
-
-
 def _print(genotype: Any, dataset: str, info: dict[str, Any]) -> None:
     """The human-readable form: what every space reports, then what only some do."""
     bench = info.get("benchmark")
