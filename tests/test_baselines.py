@@ -158,3 +158,260 @@ def test_gdas_two_ddp_processes_draw_alike_and_hold_identical_alphas(tmp_path):
     for a, b in zip(*ranks):
         assert a["alphas"] == b["alphas"], (a["epoch"], a["batch"])
     assert ranks[0][0]["alphas"] != ranks[0][-1]["alphas"]  # alpha is trained
+
+
+# ---- PC-DARTS: partial channels and edge normalisation as supernet options ---------------------------------------
+def _official_pc_mixed_op(edge, x: torch.Tensor, weights: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """PC-DARTS's MixedOp.forward restated (model_search.py:38-53): the first C/k channels through sum_i w_i op_i
+    (``none`` included, as w * 0), the rest max-pooled 2x2 on a stride-2 edge, concatenated, channel_shuffle(k)."""
+    dim = x.shape[1]
+    temp1 = sum(w * op(x[:, :dim // k]) if not zero else w * x[:, :dim // k, ::stride, ::stride].mul(0.0)
+                for w, op, zero in zip(weights, edge.ops, edge.is_zero))
+    rest = x[:, dim // k:]
+    ans = torch.cat([temp1, rest if temp1.shape[2] == x.shape[2] else F.max_pool2d(rest, 2, 2)], dim=1)
+    b, c, h, w = ans.shape
+    return ans.view(b, k, c // k, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+def _official_pc_darts_forward(net: DartsSupernet, x: torch.Tensor, k: int) -> torch.Tensor:
+    """PC-DARTS's Network.forward / Cell.forward restated (model_search.py:78-89,130-160): node i sums
+    weights2[j] * MixedOp_j with weights2 the softmax of beta over the node's own incoming edges."""
+    def node_softmax(beta):
+        parts, start = [], 0
+        for n in range(2, 2 + net.steps):
+            parts.append(torch.softmax(beta[start:start + n], -1))
+            start += n
+        return torch.cat(parts)
+
+    s0 = s1 = net.stem(x)
+    for cell in net.cells:
+        alpha, beta = (net.alpha_reduce, net.beta_reduce) if cell.reduction else (net.alpha_normal, net.beta_normal)
+        weights, weights2 = torch.softmax(alpha, -1), node_softmax(beta)
+        states, offset = [cell.preprocess0(s0), cell.preprocess1(s1)], 0
+        for _ in range(cell.steps):
+            s = sum(weights2[offset + j] * _official_pc_mixed_op(cell.edges[offset + j], h, weights[offset + j], k,
+                                                                 2 if cell.reduction and j < 2 else 1)
+                    for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        s0, s1 = s1, torch.cat(states[-cell.multiplier:], dim=1)
+    return net.classifier(net.global_pooling(s1).flatten(1))
+
+
+def _official_pc_parse(weights, weights2, primitives, steps=4):
+    """PC-DARTS's genotype ``_parse`` restated (model_search.py:186-231)."""
+    gene, n, start = [], 2, 0
+    none = primitives.index("none")
+    for _ in range(steps):
+        end = start + n
+        W = weights[start:end].copy()
+        for j in range(n):
+            W[j, :] = W[j, :] * weights2[start + j]
+        edges = sorted(range(n), key=lambda x: -max(W[x][k] for k in range(len(W[x])) if k != none))[:2]
+        for j in edges:
+            k_best = None
+            for k in range(len(W[j])):
+                if k != none and (k_best is None or W[j][k] > W[j][k_best]):
+                    k_best = k
+            gene.append((primitives[k_best], j))
+        start = end
+        n += 1
+    return gene
+
+
+def test_pc_darts_supernet_equals_the_official_forward_gradient_and_genotype():
+    torch.manual_seed(0)
+    net = DartsSupernet(10, 3, channels=4, layers=3, alpha_init_std=1.0, partial_channels=2,
+                        edge_normalization=True).double()
+    with torch.no_grad():
+        net.beta_normal.normal_()
+        net.beta_reduce.normal_()
+    assert net.ARCH_NAMES == ("alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce")
+    x, y = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.randint(10, (3,))
+    ours, official = F.cross_entropy(net(x), y), F.cross_entropy(_official_pc_darts_forward(net, x, 2), y)
+    torch.testing.assert_close(ours, official, rtol=1e-12, atol=1e-14)
+    g_ours = torch.autograd.grad(ours, net.arch_parameters())
+    g_official = torch.autograd.grad(official, net.arch_parameters())
+    for a, b in zip(g_ours, g_official):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    edge_w = net.edge_weights()
+    genotype = net.genotype()
+    for key, alpha in (("normal", net.alpha_normal), ("reduce", net.alpha_reduce)):
+        expect = _official_pc_parse(torch.softmax(alpha, -1).detach().numpy(), edge_w[key].detach().numpy(),
+                                    list(net.primitives))
+        assert [tuple(g) for g in getattr(genotype, key)] == expect
+
+
+def test_partial_channel_nb201_cell_equals_drnas_partial_channel_cell():
+    """DrNAS's NAS201SearchCell_PartialChannel.MixedOp (201-space/search_cells.py:155-166): ops on C/k channels,
+    the rest bypassed, channel_shuffle(k); nodes sum their edges."""
+    torch.manual_seed(0)
+    net = NB201Supernet(10, 3, channels=4, cells_per_stage=1, alpha_init_std=1.0, partial_channels=2).double()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    from lightning_nas.search_spaces.nb201.supernet import MixedCell
+
+    weights = torch.softmax(net.alpha, -1)
+    h = net.stem(x)
+    for layer in net.layers:
+        if not isinstance(layer, MixedCell):
+            h = layer(h)
+            continue
+        nodes, k = [h], 0
+        for to in range(1, 4):
+            nodes.append(sum(_official_pc_mixed_op(layer.edges[k + j], nodes[j], weights[k + j], 2, 1)
+                             for j in range(to)))
+            k += to
+        h = nodes[-1]
+    official = net.classifier(net.global_pooling(net.head(h)).flatten(1))
+    torch.testing.assert_close(net(x), official, rtol=1e-12, atol=1e-14)
+
+
+def test_pc_options_refuse_a_k_that_does_not_divide_the_channels():
+    from lightning_nas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="partial_channels"):
+        DartsSupernet(10, 3, channels=6, layers=3, partial_channels=4)
+    with pytest.raises(ConfigError, match="partial_channels"):
+        NB201Supernet(10, 3, channels=4, cells_per_stage=1, partial_channels=0)
+
+
+# ---- DrNAS -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("space, reg_type", [("nb201", "l2"), ("darts", "kl")])
+def test_drnas_alpha_gradient_equals_the_official_dirichlet_loss(space, reg_type):
+    """Official: per edge row Dirichlet(elu(alpha)+1).rsample() (normal cells first), CE on the validation batch,
+    + reg_scale * sum KL(q || Dir(1)) with kl; with l2 Adam's weight decay adds reg_scale * alpha to the gradient.
+    The same global RNG state gives the official draw and ours (its generator seeded alike)."""
+    from torch.distributions import Dirichlet, kl_divergence
+
+    from lightning_nas.methods import DrNAS
+
+    torch.manual_seed(0)
+    m = DrNAS(supernet=SPACES[space], num_classes=10, in_channels=3, reg_type=reg_type, reg_scale=0.5).double()
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(11)
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
+    grads, loss = m.architecture_gradient(x, y, x, y)
+
+    alphas = m.supernet.arch_parameters()
+    torch.manual_seed(11)
+    mixing = {key: torch.stack([Dirichlet(F.elu(row) + 1).rsample() for row in a])
+              for key, a in zip(m.supernet.space.cell_types, alphas)}
+    official = F.cross_entropy(m.supernet(x, mixing=mixing), y)
+    if reg_type == "kl":  # official _loss: the KL term is part of the architecture loss
+        official = official + 0.5 * sum(kl_divergence(Dirichlet(F.elu(a) + 1), Dirichlet(torch.ones_like(a))).sum()
+                                        for a in alphas)
+    torch.testing.assert_close(loss, official.detach(), rtol=1e-12, atol=1e-14)
+    expect = torch.autograd.grad(official, alphas)
+    if reg_type == "l2":
+        expect = [g + 0.5 * a.detach() for g, a in zip(expect, alphas)]
+    for g, e in zip(grads, expect):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_drnas_evaluates_the_dirichlet_mean_and_refuses_a_second_anchor():
+    from lightning_nas.errors import ConfigError
+    from lightning_nas.methods import DrNAS
+
+    torch.manual_seed(0)
+    m = DrNAS(supernet=SPACES["nb201"], num_classes=10, in_channels=3).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    c = F.elu(m.supernet.alpha) + 1
+    torch.testing.assert_close(m.eval_logits(x), m.supernet(x, mixing={"cell": c / c.sum(-1, keepdim=True)}))
+    bad = DrNAS(supernet=SPACES["nb201"], num_classes=10, in_channels=3,
+                arch_optimizer={"class_path": "torch.optim.Adam", "init_args": {"weight_decay": 1e-3}})
+    with pytest.raises(ConfigError, match="weight_decay"):
+        bad.configure_optimizers()
+
+
+# ---- SNAS --------------------------------------------------------------------------------------------------------
+def test_snas_temperature_schedules_are_the_official_ones():
+    from lightning_nas.methods import SNAS
+
+    class Trainer:  # the two fields tau() reads
+        max_epochs, current_epoch = 100, 0
+
+    official = SNAS(supernet=SPACES["nb201"], num_classes=10, in_channels=3)
+    drnas = SNAS(supernet=SPACES["nb201"], num_classes=10, in_channels=3, levels="bilevel", tau_max=10.0,
+                 tau_min=1.0, tau_epochs=None, tau_shift=0)
+    for m in (official, drnas):
+        m._trainer = Trainer()
+    for epoch in (0, 1, 50, 99):
+        Trainer.current_epoch = epoch
+        # SNAS utils.Temp_Scheduler: stepped once before epoch 0, total_epochs hard-coded 150
+        assert official.tau() == pytest.approx(max(0.03, (1 - (epoch + 1) / 150) * (1 - 0.03) + 0.03))
+        # DrNAS: tau starts at tau_max and falls by (tau_min - tau_max) / epochs after every epoch
+        assert drnas.tau() == pytest.approx(10 + epoch * (1 - 10) / 100)
+    Trainer.current_epoch = 400
+    assert official.tau() == pytest.approx(0.03)  # floored at temp_min
+
+
+def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10():
+    """Official single level (train_search.py:450-513): one loss on the train batch, backward once, weights
+    clipped at 5 and alpha at 10, both optimizers step; the relaxed sample is softmax((alpha + G) / tau)."""
+    import copy
+
+    from lightning_nas.methods import SNAS
+    from lightning_nas.methods.bilevel.sampling import gumbel_noise
+
+    torch.manual_seed(0)
+    m = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3, arch_grad_clip=1e-3).double()
+    ref = copy.deepcopy(m)
+    w_opt = torch.optim.SGD(m.supernet.weight_parameters(), lr=0.1, momentum=0.9)
+    a_opt = torch.optim.SGD(m.supernet.arch_parameters(), lr=0.5)
+    m.optimizers = lambda: (w_opt, a_opt)
+    m.manual_backward = lambda loss: loss.backward()
+    m.clip_gradients = lambda opt, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
+        [p for g in opt.param_groups for p in g["params"]], gradient_clip_val)
+    m.sync_lr_schedule = m.log = lambda *a, **k: None
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(5)
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
+    m.training_step({"train": (x, y)}, 0)
+
+    net = ref.supernet
+    g = torch.Generator().manual_seed(5)
+    tau = 1 - 0.97 / 150
+    mixing = {key: torch.softmax((a + gumbel_noise(a.shape, a.dtype, g)) / tau, -1)
+              for key, a in zip(("normal", "reduce"), net.arch_parameters())}
+    F.cross_entropy(net(x, mixing=mixing), y).backward()
+    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+    torch.nn.utils.clip_grad_norm_(net.arch_parameters(), 1e-3)
+    torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9).step()
+    torch.optim.SGD(net.arch_parameters(), lr=0.5).step()
+    for a, b in zip(m.supernet.parameters(), net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---- the tiny configs: determinism, resume, DDP ---------------------------------------------------------------------
+NEW_TINY = ["drnas_nb201", "drnas", "snas_nb201", "snas", "pc_darts", "pc_darts_nb201"]
+
+
+@pytest.mark.parametrize("config", NEW_TINY)
+def test_baseline_tiny_configs_repeat(config, tmp_path, capsys):
+    runs = [run_in_process("fit", "--config", str(REPO / "experiments" / "tiny" / f"{config}.yaml"), "--run.root",
+                           str(tmp_path / str(k)), capsys=capsys) for k in range(2)]
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    assert summaries[0]["genotype"] == summaries[1]["genotype"]
+    assert summaries[0]["metrics"]["val/acc"] is not None
+    from cli_utils import assert_same_weights
+
+    assert_same_weights(runs[0] / "checkpoints" / "last.ckpt", runs[1] / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("config", ["drnas_nb201", "snas"])
+def test_baseline_resume_mid_epoch_equals_uninterrupted(config, tmp_path, capsys):
+    from cli_utils import assert_same_weights, uninterrupted_and_resumed
+
+    full, resumed, _ = uninterrupted_and_resumed(REPO / "experiments" / "tiny" / f"{config}.yaml", 7, tmp_path, capsys)
+    assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("config", ["drnas_nb201", "snas_nb201", "pc_darts_nb201"])
+def test_baselines_on_two_ddp_processes_hold_identical_alphas(config, tmp_path):
+    """Samples come from (seed, step): both ranks draw alike and keep identical architecture parameters."""
+    from cli_utils import run_two_process_ddp
+
+    _, prefix = run_two_process_ddp(REPO / "experiments" / "tiny" / f"{config}.yaml", tmp_path, "AlphaRecorder")
+    ranks = [[json.loads(line) for line in open(f"{prefix}.rank{r}.jsonl")] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) > 2
+    for a, b in zip(*ranks):
+        assert a["alphas"] == b["alphas"], (a["epoch"], a["batch"])
+    assert ranks[0][0]["alphas"] != ranks[0][-1]["alphas"]

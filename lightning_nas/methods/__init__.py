@@ -10,14 +10,24 @@ configs and checkpoints written before keep working: ``lightning_nas.methods.pro
 import importlib
 import sys
 
-from lightning_nas.methods.bilevel import DARTS, GDAS, NADARTS, SDARTS, BetaDARTS, BilevelSearch, MiLeNAS
+from lightning_nas.methods.bilevel import (
+    DARTS,
+    GDAS,
+    NADARTS,
+    SDARTS,
+    SNAS,
+    BetaDARTS,
+    BilevelSearch,
+    DrNAS,
+    MiLeNAS,
+)
 from lightning_nas.methods.discrete import AREA, MFKD, NASWOT, REA, BayesOpt, DiscreteSearch, RandomSearch
 from lightning_nas.methods.ensembles import SAEP
 from lightning_nas.methods.single_path import DINAS, NARS, SinglePathSearch
 from lightning_nas.methods.training import Retrain, TrainCell
 
-__all__ = ["AREA", "BayesOpt", "BetaDARTS", "BilevelSearch", "DARTS", "DINAS", "DiscreteSearch", "GDAS", "MFKD",
-           "MiLeNAS", "NADARTS", "NARS", "NASWOT", "REA", "RandomSearch", "Retrain", "SAEP", "SDARTS",
+__all__ = ["AREA", "BayesOpt", "BetaDARTS", "BilevelSearch", "DARTS", "DINAS", "DiscreteSearch", "DrNAS", "GDAS",
+           "MFKD", "MiLeNAS", "NADARTS", "NARS", "NASWOT", "REA", "RandomSearch", "Retrain", "SAEP", "SDARTS", "SNAS",
            "SinglePathSearch", "TrainCell"]
 
 #: old module -> where it lives now (the family folders); ``lightning_nas.methods.<old>`` imports the new module

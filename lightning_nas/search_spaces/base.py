@@ -6,10 +6,25 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.space import Path, SearchSpace
+
+
+def node_softmax(beta: torch.Tensor, in_degrees: Sequence[int]) -> torch.Tensor:
+    """PC-DARTS edge normalisation (Xu et al., ICLR 2020, Eq. 4; official ``model_search.py:138-158``): softmax of
+    ``beta`` over each node's incoming edges (``in_degrees[i]`` consecutive edges per node), concatenated."""
+    return torch.cat([F.softmax(part, dim=-1) for part in torch.split(beta, list(in_degrees))])
+
+
+def check_partial_channels(k: int, widths: Sequence[int]) -> int:
+    """PC-DARTS's K: a positive divisor of every cell width."""
+    if k < 1 or any(c % k for c in widths):
+        raise ConfigError(f"partial_channels (PC-DARTS's K) must be a positive divisor of every cell's channel count "
+                          f"{sorted(set(widths))}, got {k}: pick K that divides them, or 1 to disable")
+    return k
 
 
 def check_primitives(primitives: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
@@ -61,8 +76,15 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     def arch_logits(self) -> dict[str, nn.Parameter]:
-        """The raw alpha (edges x ``primitives``) per cell type, the keys of ``mixing_weights``."""
+        """The raw alpha (edges x ``primitives``) per cell type, the keys of ``mixing_weights`` (the first
+        ``arch_parameters``; edge-normalisation betas follow them)."""
         return dict(zip(self.space.cell_types, self.arch_parameters()))
+
+    def edge_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        """PC-DARTS edge normalisation: per cell type, the node-wise softmax of beta (one weight per edge), which
+        scales each edge's output in the soft and hard forwards and its row of the mixing weights in the genotype;
+        None without edge normalisation."""
+        return None
 
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:

@@ -107,6 +107,10 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         grads = torch.autograd.grad(loss, self.supernet.arch_parameters())
         return list(grads), loss.detach()
 
+    def transform_arch_grads(self) -> None:
+        """Called between the all-reduce of the alpha gradients (in ``.grad``) and the architecture optimizer's
+        step; a no-op here (SNAS clips them)."""
+
     def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Logits of the weight step; alpha enters as a constant (SDARTS overrides it)."""
         mixing = {k: v.detach() for k, v in self.supernet.mixing_weights().items()}
@@ -142,6 +146,7 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
             grads, loss = self.architecture_gradient(x_t, y_t, x_v, y_v)
         for a, g in zip(self.supernet.arch_parameters(), self._all_reduce_mean(grads)):
             a.grad = g.detach().to(a.dtype)
+        self.transform_arch_grads()
         a_opt.step()
         a_opt.zero_grad(set_to_none=True)
         return loss

@@ -31,6 +31,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bilevel.frame import BilevelSearch
+from lightning_nas.methods.bilevel.sampling import gumbel_noise
 from lightning_nas.search_spaces.space import Path
 
 WEIGHT_STREAM, ARCH_STREAM = 31, 37
@@ -40,7 +41,7 @@ def gumbel_hard_sample(alpha: torch.Tensor, tau: float, generator: torch.Generat
     """One GDAS draw per row of ``alpha`` (edges x ops): the straight-through hard weights and the drawn ops. The
     Gumbel noise is drawn on the CPU from ``generator``; a draw with inf or NaN is redrawn."""
     while True:
-        gumbels = -torch.empty(alpha.shape, dtype=alpha.dtype).exponential_(generator=generator).log()
+        gumbels = gumbel_noise(alpha.shape, alpha.dtype, generator)
         probs = F.softmax((alpha.log_softmax(-1) + gumbels.to(alpha.device)) / tau, dim=-1)
         if bool(torch.isfinite(gumbels).all()) and bool(torch.isfinite(probs).all()):
             break

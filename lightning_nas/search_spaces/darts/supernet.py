@@ -9,6 +9,13 @@ Sampling mode: ``forward(x, path={"normal": ops, "reduce": ops})`` runs, per edg
 into ``primitives``) or nothing (-1). A child is a discrete DARTS cell pair: every intermediate node has exactly
 two input edges, each with one op other than ``none`` (the genotype form, as RSPS samples it; Li & Talwalkar
 2019), so ``random_path`` draws two distinct inputs per node and a uniform non-``none`` op per kept edge.
+
+PC-DARTS (Xu et al., ICLR 2020) as options any relaxation can use: ``partial_channels = K`` builds every edge's
+ops on C/K channels (``MixedOp``'s partial mode: the rest bypass, max-pooled on reduction edges, then a channel
+shuffle), and ``edge_normalization`` adds ``beta_normal`` / ``beta_reduce`` (one per edge, init 1e-3 randn after
+the alphas, trained with them): node ``i`` sums ``softmax_i(beta)_j * MixedOp_j``, and the genotype ranks the
+edges by ``softmax(alpha) * softmax_i(beta)`` (official ``model_search.py:78-89,138-158,186-231``). DrNAS's
+DARTS-space supernet is partial channels without edge normalisation.
 """
 
 from __future__ import annotations
@@ -21,27 +28,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
+from lightning_nas.search_spaces.base import Path, Supernet, check_partial_channels, check_primitives, node_softmax
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from lightning_nas.search_spaces.darts.space import DartsSpace, num_edges
 from lightning_nas.search_spaces.mixed_op import MixedOp
 
 
-def darts_mixed_op(channels: int, stride: int, primitives: Sequence[str]) -> MixedOp:
-    """A DARTS edge: every candidate op without affine BN; pooling ops get a BN(affine=False) as in DARTS."""
+def darts_mixed_op(channels: int, stride: int, primitives: Sequence[str], partial_channels: int = 1) -> MixedOp:
+    """A DARTS edge: every candidate op without affine BN; pooling ops get a BN(affine=False) as in DARTS. With
+    ``partial_channels = K`` the ops work on C/K channels (PC-DARTS)."""
+    c = channels // partial_channels
     ops = []
     for name in primitives:
-        op = make_op(name, channels, stride, affine=False)
-        ops.append(nn.Sequential(op, nn.BatchNorm2d(channels, affine=False)) if "pool" in name else op)
-    return MixedOp(ops, primitives)
+        op = make_op(name, c, stride, affine=False)
+        ops.append(nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op)
+    return MixedOp(ops, primitives, partial_channels, stride)
 
 
 class SearchCell(nn.Module):
     """A search cell: 2 preprocessed inputs, ``steps`` nodes each summing mixed ops over all predecessors."""
 
     def __init__(self, steps: int, multiplier: int, c_prev_prev: int, c_prev: int, channels: int,
-                 reduction: bool, reduction_prev: bool, primitives: Sequence[str]):
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -55,24 +64,31 @@ class SearchCell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(darts_mixed_op(channels, stride, primitives))
+                self.edges.append(darts_mixed_op(channels, stride, primitives, partial_channels))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Node i sums its edges' mixed ops, each times its edge weight with edge normalisation (PC-DARTS)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            if edge_weights is None:
+                s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            else:
+                s = sum(edge_weights[offset + j] * self.edges[offset + j](h, weights[offset + j])
+                        for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
         return torch.cat(states[-self.multiplier:], dim=1)
 
     def forward_hard(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                     ops: tuple[int, ...]) -> torch.Tensor:
+                     ops: tuple[int, ...], edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """GDAS: every edge runs one op times its hard weight (AutoDL's DARTS-space cell: no scalar terms)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            s = sum(self.edges[offset + j].forward_hard(h, weights[offset + j], ops[offset + j])
+            s = sum((1 if edge_weights is None else edge_weights[offset + j])
+                    * self.edges[offset + j].forward_hard(h, weights[offset + j], ops[offset + j])
                     for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
@@ -98,9 +114,11 @@ class DartsSupernet(Supernet):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
-                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3):
+                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3, partial_channels: int = 1,
+                 edge_normalization: bool = False):
         """``num_classes`` and ``in_channels`` come first: a config gives the rest, the method calls
-        ``supernet(num_classes, in_channels)`` with the datamodule's values. DARTS: C=16, 8 layers."""
+        ``supernet(num_classes, in_channels)`` with the datamodule's values. DARTS: C=16, 8 layers.
+        ``partial_channels`` (K) and ``edge_normalization``: PC-DARTS (its CIFAR settings: 4 and true)."""
         super().__init__()
         primitives = check_primitives(primitives, PRIMITIVES)
         if layers < 3:
@@ -114,6 +132,8 @@ class DartsSupernet(Supernet):
         self.multiplier = multiplier
         self.space = DartsSpace(steps, multiplier)
         self.layers = layers
+        check_partial_channels(partial_channels, [channels, 2 * channels, 4 * channels])
+        self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
@@ -124,7 +144,8 @@ class DartsSupernet(Supernet):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
-            cell = SearchCell(steps, multiplier, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, primitives)
+            cell = SearchCell(steps, multiplier, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, primitives,
+                              partial_channels)
             reduction_prev = reduction
             self.cells.append(cell)
             c_prev_prev, c_prev = c_prev, multiplier * c_curr
@@ -134,11 +155,23 @@ class DartsSupernet(Supernet):
         # official code: 1e-3 * randn (the paper says zeros; the code produced the published cells)
         self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
         self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(k, len(primitives)))
+        if edge_normalization:  # PC-DARTS: 1e-3 randn, drawn after the alphas as the official code does
+            self.beta_normal = nn.Parameter(1e-3 * torch.randn(k))
+            self.beta_reduce = nn.Parameter(1e-3 * torch.randn(k))
+            self.ARCH_NAMES = self.ARCH_NAMES + ("beta_normal", "beta_reduce")
 
-    ARCH_NAMES = ("alpha_normal", "alpha_reduce")  # deterministic order
+    ARCH_NAMES: tuple[str, ...] = ("alpha_normal", "alpha_reduce")  # deterministic order
 
     def space_id(self) -> str:
-        return f"DartsSupernet(primitives={list(self.primitives)}, steps={self.steps})"
+        pc = (f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else "") + \
+            (", edge_normalization" if self.edge_normalization else "")
+        return f"DartsSupernet(primitives={list(self.primitives)}, steps={self.steps}{pc})"
+
+    def edge_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        if not self.edge_normalization:
+            return None
+        degrees = [2 + i for i in range(self.steps)]
+        return {"normal": node_softmax(self.beta_normal, degrees), "reduce": node_softmax(self.beta_reduce, degrees)}
 
     # ---- forward ---------------------------------------------------------------------------------
     def mixing_weights(self) -> dict[str, torch.Tensor]:
@@ -148,10 +181,11 @@ class DartsSupernet(Supernet):
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:
         s0 = s1 = self.stem(x)
+        edge_w = self.edge_weights() if path is None or mixing is not None else None  # not in single-path mode
         if path is not None and mixing is not None:  # hard sampling (GDAS): path's ops times mixing's weights
             for cell in self.cells:
                 key = "reduce" if cell.reduction else "normal"
-                s0, s1 = s1, cell.forward_hard(s0, s1, mixing[key], path[key])
+                s0, s1 = s1, cell.forward_hard(s0, s1, mixing[key], path[key], edge_w and edge_w[key])
         elif path is not None:
             for cell in self.cells:
                 s0, s1 = s1, cell.forward_path(s0, s1, path["reduce" if cell.reduction else "normal"])
@@ -159,12 +193,16 @@ class DartsSupernet(Supernet):
             if mixing is None:
                 mixing = self.mixing_weights()
             for cell in self.cells:
-                weights = mixing["reduce"] if cell.reduction else mixing["normal"]
-                s0, s1 = s1, cell(s0, s1, weights)
+                key = "reduce" if cell.reduction else "normal"
+                s0, s1 = s1, cell(s0, s1, mixing[key], edge_w and edge_w[key])
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self) -> Genotype:
+        """DARTS's derivation; with edge normalisation each edge's row is scaled by its edge weight first."""
         mixing = self.mixing_weights()
+        edge_w = self.edge_weights()
+        if edge_w is not None:
+            mixing = {key: w * edge_w[key].unsqueeze(-1) for key, w in mixing.items()}
         return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier)
 
     # ---- sampling mode ------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ included, as the benchmark's DARTS baseline does (that is how DARTS's collapse s
 Sampling mode: ``forward(x, path={"cell": ops})`` runs one op per edge (``ops[k]`` indexes ``primitives``) in
 every cell; ``none`` computes nothing. A child is any of the benchmark's cells (all 6 edges present), so
 ``random_path`` is uniform over the 15,625 cells (over |primitives|^6 with a reduced op set).
+
+PC-DARTS's options, as on the DARTS space: ``partial_channels = K`` (ops on C/K channels, the rest bypassed and
+shuffled; DrNAS's NB201 cell ``NAS201SearchCell_PartialChannel``) and ``edge_normalization`` (one ``beta`` per
+edge, node-wise softmax over nodes 1, 2, 3's incoming edges). The official PC-DARTS has no NB201 code; this is its
+DARTS-space rule applied to this cell.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
-from lightning_nas.search_spaces.base import Path, Supernet, check_primitives
+from lightning_nas.search_spaces.base import Path, Supernet, check_partial_channels, check_primitives, node_softmax
 from lightning_nas.search_spaces.mixed_op import MixedOp
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
@@ -37,10 +42,12 @@ _OLD_EDGE_KEY = re.compile(r"^edges\.(\d+)\.(\d+)\.")
 class MixedCell(nn.Module):
     """A search cell: every edge is a ``MixedOp``, the softmax(alpha)-weighted sum of all candidate ops."""
 
-    def __init__(self, channels: int, primitives: Sequence[str]):
+    def __init__(self, channels: int, primitives: Sequence[str], partial_channels: int = 1):
         super().__init__()
+        c = channels // partial_channels
         self.edges = nn.ModuleList(
-            MixedOp((make_op(p, channels, channels, 1, affine=False) for p in primitives), primitives) for _ in EDGES)
+            MixedOp((make_op(p, c, c, 1, affine=False) for p in primitives), primitives, partial_channels)
+            for _ in EDGES)
         self._register_load_state_dict_pre_hook(self._rename_old_keys)
 
     @staticmethod
@@ -51,23 +58,27 @@ class MixedCell(nn.Module):
             if new != key[len(prefix):]:
                 state_dict[prefix + new] = state_dict.pop(key)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, edge_weights: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
         nodes = [x]
         k = 0
         for to in range(1, NUM_NODES):
             total = 0
             for j in range(to):
-                total = total + self.edges[k + j](nodes[j], weights[k + j])
+                out = self.edges[k + j](nodes[j], weights[k + j])
+                total = total + (out if edge_weights is None else edge_weights[k + j] * out)
             nodes.append(total)
             k += to
         return nodes[-1]
 
-    def forward_hard(self, x: torch.Tensor, weights: torch.Tensor, ops: tuple[int, ...]) -> torch.Tensor:
+    def forward_hard(self, x: torch.Tensor, weights: torch.Tensor, ops: tuple[int, ...],
+                     edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """GDAS: one op per edge times its hard weight, the edge's other weights added as scalars (AutoDL)."""
         nodes = [x]
         k = 0
         for to in range(1, NUM_NODES):
-            nodes.append(sum(self.edges[k + j].forward_hard(nodes[j], weights[k + j], ops[k + j], True)
+            nodes.append(sum((1 if edge_weights is None else edge_weights[k + j])
+                             * self.edges[k + j].forward_hard(nodes[j], weights[k + j], ops[k + j], True)
                              for j in range(to)))
             k += to
         return nodes[-1]
@@ -89,23 +100,37 @@ class NB201Supernet(Supernet):
     ARCH_NAMES = ("alpha",)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, channels: int = 16, cells_per_stage: int = 5,
-                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3):
+                 primitives: Sequence[str] = PRIMITIVES, alpha_init_std: float = 1e-3, partial_channels: int = 1,
+                 edge_normalization: bool = False):
+        """``partial_channels`` (K) and ``edge_normalization``: PC-DARTS's options (see the module docstring)."""
         super().__init__()
         primitives = check_primitives(primitives, PRIMITIVES)
         if channels < 1 or cells_per_stage < 1:
             raise ConfigError(f"need channels >= 1 and cells_per_stage >= 1, got {channels}, {cells_per_stage}")
+        check_partial_channels(partial_channels, [channels, 2 * channels, 4 * channels])
+        self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         self.primitives = primitives
         self.steps = NUM_NODES - 1
         self.space = NB201Space()
-        self.stem, self.layers, c_last = build_stages(lambda c: MixedCell(c, primitives), in_channels, channels,
-                                                      cells_per_stage)
+        self.stem, self.layers, c_last = build_stages(lambda c: MixedCell(c, primitives, partial_channels),
+                                                      in_channels, channels, cells_per_stage)
         self.head = nn.Sequential(nn.BatchNorm2d(c_last), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_last, num_classes)
         self.alpha = nn.Parameter(alpha_init_std * torch.randn(len(EDGES), len(primitives)))
+        if edge_normalization:
+            self.beta = nn.Parameter(1e-3 * torch.randn(len(EDGES)))
+            self.ARCH_NAMES = ("alpha", "beta")
 
     def space_id(self) -> str:
-        return f"NB201Supernet(primitives={list(self.primitives)})"
+        pc = (f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else "") + \
+            (", edge_normalization" if self.edge_normalization else "")
+        return f"NB201Supernet(primitives={list(self.primitives)}{pc})"
+
+    def edge_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        if not self.edge_normalization:
+            return None
+        return {"cell": node_softmax(self.beta, list(range(1, NUM_NODES)))}
 
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         return {"cell": F.softmax(self.alpha, dim=-1)}
@@ -113,10 +138,11 @@ class NB201Supernet(Supernet):
     def forward(self, x: torch.Tensor, mixing: Optional[dict[str, torch.Tensor]] = None,
                 path: Optional[Path] = None) -> torch.Tensor:
         x = self.stem(x)
+        edge_w = (self.edge_weights() or {}).get("cell") if path is None or mixing is not None else None
         if path is not None and mixing is not None:  # hard sampling (GDAS): path's ops times mixing's weights
             ops, weights = path["cell"], mixing["cell"]
             for layer in self.layers:
-                x = layer.forward_hard(x, weights, ops) if isinstance(layer, MixedCell) else layer(x)
+                x = layer.forward_hard(x, weights, ops, edge_w) if isinstance(layer, MixedCell) else layer(x)
         elif path is not None:
             ops = path["cell"]
             for layer in self.layers:
@@ -124,10 +150,11 @@ class NB201Supernet(Supernet):
         else:
             weights = (mixing if mixing is not None else self.mixing_weights())["cell"]
             for layer in self.layers:
-                x = layer(x, weights) if isinstance(layer, MixedCell) else layer(x)
+                x = layer(x, weights, edge_w) if isinstance(layer, MixedCell) else layer(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
     def genotype(self) -> NB201Arch:
+        """Each edge's strongest op (the edge weights of edge normalisation scale a row and cannot change it)."""
         return arch_from_mixing(self.mixing_weights()["cell"].detach().cpu().tolist(), self.primitives)
 
     def blocks(self) -> nn.ModuleList:
