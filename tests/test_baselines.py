@@ -415,3 +415,135 @@ def test_baselines_on_two_ddp_processes_hold_identical_alphas(config, tmp_path):
     for a, b in zip(*ranks):
         assert a["alphas"] == b["alphas"], (a["epoch"], a["batch"])
     assert ranks[0][0]["alphas"] != ranks[0][-1]["alphas"]
+
+
+# ---- DARTS-PT ----------------------------------------------------------------------------------------------------
+def _pt(space: str, crit: str = "loss"):
+    from lightning_nas.methods import DartsPT
+
+    torch.manual_seed(0)
+    m = DartsPT(supernet=SPACES[space], num_classes=10, in_channels=3, proj_crit=crit).double()
+    x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.randint(10, (6,))
+    m._probe = [(x, y)]
+    return m, x, y
+
+
+def _official_infer(net, x, y, weights):
+    """darts-pt's infer(eval=False): train-mode BN, (accuracy, loss) of the supernet with the given weights."""
+    net.train()
+    from lightning_nas.core.child_eval import frozen_bn_stats
+
+    with torch.no_grad(), frozen_bn_stats(net):
+        logits = net(x, mixing=weights)
+        return float((logits.argmax(-1) == y).double().mean()), float(F.cross_entropy(logits, y))
+
+
+def test_darts_pt_schedule_is_the_official_one():
+    m, _, _ = _pt("nb201")
+    m.proj_interval = 5
+    assert m.tune_epochs() == 25  # proj_intv * (num_edges - 1)
+    assert [e for e in range(25) if m.decision_kind(e)] == [0, 5, 10, 15, 20, 24]
+    d, _, _ = _pt("darts")
+    d.proj_interval = 5
+    assert d.tune_epochs() == 81  # proj_intv * (14 + 3 - 1) + 1
+    assert [e for e in range(81) if d.decision_kind(e)] == list(range(0, 81, 5))
+
+
+@pytest.mark.parametrize("crit", ["acc", "loss"])
+def test_darts_pt_op_decision_equals_the_official_projection(crit):
+    """nasbench201/projection.py project(): zero one op of the selected edge in the projected weights (no
+    renormalising), score, keep the op whose removal hurts most (strict compare: the lowest index on ties)."""
+    m, x, y = _pt("nb201", crit)
+    m.op_choice["cell"][1] = 2  # an edge decided earlier stays one-hot
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(3)
+    undecided = [0, 2, 3, 4, 5]
+    edge = undecided[int(torch.randint(len(undecided), (1,), generator=torch.Generator().manual_seed(3)))]
+    net = m.supernet
+    base = torch.softmax(net.alpha, -1).detach().clone()
+    base[1] = F.one_hot(torch.tensor(2), base.shape[1]).double()
+    best_op, extrema = 0, None
+    for op in range(base.shape[1]):
+        w = base.clone()
+        w[edge, op] = 0
+        acc, loss = _official_infer(net, x, y, {"cell": w})
+        value = acc if crit == "acc" else loss
+        if extrema is None or (value < extrema if crit == "acc" else value > extrema):
+            extrema, best_op = value, op
+    m.decide("op", 0)
+    assert m.op_choice["cell"] == {1: 2, edge: best_op}
+    assert torch.equal(m.projected_mixing()["cell"][edge].detach(), F.one_hot(torch.tensor(best_op), 5).double())
+
+
+def test_darts_pt_topology_decision_equals_the_official_project_edge():
+    """sota/cnn/projection.py project_edge(): drop, one at a time, the input whose zeroing scores best (`not
+    compare`: a later edge wins ties) until two remain; normal first, reduce then sees normal's result."""
+    m, x, y = _pt("darts", "loss")
+    for key in ("normal", "reduce"):
+        m.op_choice[key] = {e: 1 + e % 6 for e in range(14)}
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(4)
+    g = torch.Generator().manual_seed(4)
+    nodes = m.supernet.space.input_choices()
+    expected: dict[str, list[int]] = {"normal": [], "reduce": []}
+    for key in ("normal", "reduce"):
+        kept = list(nodes[int(torch.randint(len(nodes), (1,), generator=g))])
+        while len(kept) > 2:
+            drop, extrema = None, None
+            for e in kept:
+                w = {k: v.detach().clone() for k, v in m.projected_mixing().items()}
+                for k in expected:
+                    for d in expected[k]:
+                        w[k][d] = 0
+                w[key][e] = 0
+                _, loss = _official_infer(m.supernet, x, y, w)
+                if extrema is None or not loss > extrema:
+                    extrema, drop = loss, e
+            kept.remove(drop)
+            expected[key].append(drop)
+    m.decide("edge", 70)
+    assert m.dropped == expected
+    genotype = m.genotype()
+    for key in ("normal", "reduce"):
+        for d in expected[key]:
+            assert all(m.projected_mixing()[key][d] == 0)
+        assert len(getattr(genotype, key)) == 8
+
+
+def test_darts_pt_tiny_run_decides_every_edge_and_resumes_exactly(tmp_path, capsys):
+    from cli_utils import assert_same_weights, uninterrupted_and_resumed
+
+    config = REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"
+    full, resumed, _ = uninterrupted_and_resumed(config, 9, tmp_path, capsys)  # mid tuning, after 3 decisions
+    assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (full, resumed))
+    assert a["darts_pt"]["decisions"] == b["darts_pt"]["decisions"] and a["genotype"] == b["genotype"]
+    decisions = a["darts_pt"]["decisions"]
+    assert [d["epoch"] for d in decisions] == [0, 2, 4, 6, 8, 9]
+    assert sorted(d["edge"] for d in decisions) == list(range(6))
+    ops = {d["edge"]: d["op"] for d in decisions}
+    assert a["genotype"] == "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*(ops[e] for e in range(6)))
+
+
+def test_darts_pt_starts_from_another_search_and_refuses_a_bad_checkpoint(tmp_path, capsys):
+    from cli_utils import run_subprocess
+
+    search = run_in_process("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_nb201.yaml"), "--run.root",
+                            str(tmp_path / "search"), capsys=capsys)
+    ckpt = search / "checkpoints" / "last.ckpt"
+    pt = run_in_process("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
+                        str(tmp_path / "pt"), "--model.init_args.init_from", str(ckpt),
+                        "--model.init_args.search_epochs", "0", "--trainer.max_epochs", "10", capsys=capsys)
+    assert len(json.loads((pt / "summary.json").read_text())["darts_pt"]["decisions"]) == 6
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_subprocess("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
+                          str(tmp_path / "bad"), "--model.init_args.init_from", str(bad),
+                          "--model.init_args.search_epochs", "0", "--trainer.max_epochs", "10")
+    assert proc.returncode != 0 and "model.init_from" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_subprocess("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
+                          str(tmp_path / "other"), "--model.init_args.init_from", str(ckpt),
+                          "--model.init_args.search_epochs", "0", "--trainer.max_epochs", "10",
+                          "--model.init_args.supernet.init_args.channels", "8")
+    assert proc.returncode != 0 and "does not hold this supernet" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_subprocess("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
+                          str(tmp_path / "len"), "--trainer.max_epochs", "5")
+    assert proc.returncode != 0 and "set trainer.max_epochs 11" in proc.stderr

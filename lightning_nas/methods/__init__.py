@@ -18,6 +18,7 @@ from lightning_nas.methods.bilevel import (
     SNAS,
     BetaDARTS,
     BilevelSearch,
+    DartsPT,
     DrNAS,
     MiLeNAS,
 )
@@ -26,9 +27,9 @@ from lightning_nas.methods.ensembles import SAEP
 from lightning_nas.methods.single_path import DINAS, NARS, SinglePathSearch
 from lightning_nas.methods.training import Retrain, TrainCell
 
-__all__ = ["AREA", "BayesOpt", "BetaDARTS", "BilevelSearch", "DARTS", "DINAS", "DiscreteSearch", "DrNAS", "GDAS",
-           "MFKD", "MiLeNAS", "NADARTS", "NARS", "NASWOT", "REA", "RandomSearch", "Retrain", "SAEP", "SDARTS", "SNAS",
-           "SinglePathSearch", "TrainCell"]
+__all__ = ["AREA", "BayesOpt", "BetaDARTS", "BilevelSearch", "DARTS", "DartsPT", "DINAS", "DiscreteSearch", "DrNAS",
+           "GDAS", "MFKD", "MiLeNAS", "NADARTS", "NARS", "NASWOT", "REA", "RandomSearch", "Retrain", "SAEP",
+           "SDARTS", "SNAS", "SinglePathSearch", "TrainCell"]
 
 #: old module -> where it lives now (the family folders); ``lightning_nas.methods.<old>`` imports the new module
 #: (``mf_kd`` held BayesOpt and MFKD, now in two files: it maps to the family's package, which exports both)

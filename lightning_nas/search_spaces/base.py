@@ -92,7 +92,8 @@ class Supernet(nn.Module):
         both (hard sampling, GDAS): the path's op per edge times its weight in ``mixing``."""
         raise NotImplementedError
 
-    def genotype(self) -> Any:
+    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None) -> Any:
+        """The space's genotype derived from ``mixing`` (default ``mixing_weights()``)."""
         raise NotImplementedError
 
     # ---- sampling mode ----------------------------------------------------------------------------

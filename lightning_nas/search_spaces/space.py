@@ -116,6 +116,14 @@ class SearchSpace(ABC):
         """The number of distinct cells where it is small enough to enumerate, else None."""
         return None
 
+    def input_choices(self) -> list[tuple[int, ...]]:
+        """The edges (indices into a cell's edge list) of each node that keeps only ``inputs_kept`` of its incoming
+        edges in a genotype (DARTS: every node with more than two inputs); empty where every edge stays (NB201)."""
+        return []
+
+    #: how many incoming edges a node of ``input_choices`` keeps
+    inputs_kept: ClassVar[int] = 2
+
     # ---- networks -----------------------------------------------------------------------------------
     #: the discrete network's defaults: (channels, layers) and the fewest layers it accepts
     network_defaults: ClassVar[tuple[int, int]]

@@ -47,6 +47,14 @@ class DartsSpace(SearchSpace):
             raise ConfigError(f"a DARTS cell needs steps >= 1 and 1 <= multiplier <= steps, got {steps}, {multiplier}")
         self.steps, self.multiplier = steps, multiplier
 
+    def input_choices(self) -> list[tuple[int, ...]]:
+        """Nodes 1.. (0-based) have 3, 4, ... inputs and keep two (node 0 keeps both of its own)."""
+        out, start = [], 2
+        for node in range(1, self.steps):
+            out.append(tuple(range(start, start + node + 2)))
+            start += node + 2
+        return out
+
     def __repr__(self) -> str:
         return f"DartsSpace(steps={self.steps}, multiplier={self.multiplier})"
 

@@ -153,9 +153,11 @@ class NB201Supernet(Supernet):
                 x = layer(x, weights, edge_w) if isinstance(layer, MixedCell) else layer(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
-    def genotype(self) -> NB201Arch:
-        """Each edge's strongest op (the edge weights of edge normalisation scale a row and cannot change it)."""
-        return arch_from_mixing(self.mixing_weights()["cell"].detach().cpu().tolist(), self.primitives)
+    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None) -> NB201Arch:
+        """Each edge's strongest op in ``mixing`` (default softmax(alpha); the edge weights of edge normalisation
+        scale a row and cannot change it)."""
+        mixing = self.mixing_weights() if mixing is None else mixing
+        return arch_from_mixing(mixing["cell"].detach().cpu().tolist(), self.primitives)
 
     def blocks(self) -> nn.ModuleList:
         return self.layers
