@@ -547,3 +547,20 @@ def test_darts_pt_starts_from_another_search_and_refuses_a_bad_checkpoint(tmp_pa
     proc = run_subprocess("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
                           str(tmp_path / "len"), "--trainer.max_epochs", "5")
     assert proc.returncode != 0 and "set trainer.max_epochs 11" in proc.stderr
+
+
+def test_published_anchors_agree_with_the_shipped_table():
+    """The anchors' optimum row is the table's maximum, and DrNAS's row (std 0: one cell) is a cell of the table."""
+    import numpy as np
+
+    from lightning_nas.tabular import default_benchmark, published_nb201
+
+    rows = {r.method: r for r in published_nb201()}
+    bench = default_benchmark()
+    for dataset in ("cifar10", "cifar100", "imagenet16-120"):
+        column = bench.column(dataset)
+        assert rows["optimum of the table"].accuracy[dataset][0] == pytest.approx(float(np.max(column)), abs=0.005)
+    drnas = rows["DrNAS"].accuracy
+    match = [i for i in range(len(bench)) if all(abs(bench.column(d)[i] - drnas[d][0]) < 0.005 for d in drnas)]
+    assert match, "DrNAS's published cell is not in the table"
+    assert all(r.source for r in rows.values())
