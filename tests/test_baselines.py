@@ -66,9 +66,16 @@ def test_beta_darts_tiny_config_logs_the_schedule(tmp_path, capsys):
                          "--run.root", str(tmp_path), capsys=capsys)
     rows = [json.loads(line) for line in (run / "genotypes.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    assert len(rows) == 2 and summary["beta"] == {"lambda_start": 1.0, "lambda_step": 1.0, "in_unrolled": False}
+    assert len(rows) == 2 and summary["beta"] == {"lambda_start": 1.0, "lambda_step": 1.0, "in_unrolled": False,
+                                                  "lr_schedule_shift": 0}
     assert summary["metrics"]["beta/lambda"] == 2.0  # epoch 1: 1.0 + 1.0 * 1
     assert summary["metrics"]["beta/loss"] > 0
+    lr = summary["metrics"]["search/weight_lr"]  # the last of 2 epochs: cosine's 2nd value, (0.025 + 0.001) / 2
+    shifted = run_in_process("fit", "--config", str(REPO / "experiments" / "tiny" / "beta_darts_nb201.yaml"),
+                             "--run.root", str(tmp_path / "shift"), "--model.init_args.lr_schedule_shift", "1",
+                             capsys=capsys)
+    lr_shifted = json.loads((shifted / "summary.json").read_text())["metrics"]["search/weight_lr"]
+    assert lr == pytest.approx(0.013) and lr_shifted == pytest.approx(0.001)  # one epoch ahead: eta_min
 
 
 # ---- GDAS ------------------------------------------------------------------------------------------------------
@@ -564,3 +571,28 @@ def test_published_anchors_agree_with_the_shipped_table():
     match = [i for i in range(len(bench)) if all(abs(bench.column(d)[i] - drnas[d][0]) < 0.005 for d in drnas)]
     assert match, "DrNAS's published cell is not in the table"
     assert all(r.source for r in rows.values())
+
+
+def test_gdas_darts_space_genotype_pools_op_input_pairs_as_autodl():
+    """AutoDL's GDAS DARTS-space _parse restated: per node all (op != none, j, w) of its edges, sorted by -w
+    (stable), the first two kept; the default rule. Two ops of one input may both be kept."""
+    from lightning_nas.methods import GDAS
+
+    torch.manual_seed(0)
+    m = GDAS(supernet=SPACES["darts"], num_classes=10, in_channels=3)
+    with torch.no_grad():
+        m.supernet.alpha_normal[2:5] = 0.0  # node 1: ties everywhere
+        m.supernet.alpha_normal[0, 3] = m.supernet.alpha_normal[0, 4] = 9.0  # node 0: two ops of input 0 win
+    names = list(m.supernet.primitives)
+    for key in ("normal", "reduce"):
+        w = torch.softmax(getattr(m.supernet, f"alpha_{key}"), -1).tolist()
+        gene, start = [], 0
+        for i in range(4):
+            edges = [(names[k], j, w[start + j][k]) for j in range(2 + i) for k in range(len(names))
+                     if names[k] != "none"]
+            gene.extend((op, j) for op, j, _ in sorted(edges, key=lambda x: -x[-1])[:2])
+            start += 2 + i
+        assert list(getattr(m.genotype(), key)) == gene
+    assert m.genotype().normal[:2] == ((names[3], 0), (names[4], 0))
+    m.genotype_rule = "darts"
+    assert m.genotype() == m.supernet.genotype() != m.supernet.genotype(rule="pooled")

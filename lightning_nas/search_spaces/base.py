@@ -92,8 +92,9 @@ class Supernet(nn.Module):
         both (hard sampling, GDAS): the path's op per edge times its weight in ``mixing``."""
         raise NotImplementedError
 
-    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None) -> Any:
-        """The space's genotype derived from ``mixing`` (default ``mixing_weights()``)."""
+    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None, rule: str = "darts") -> Any:
+        """The space's genotype derived from ``mixing`` (default ``mixing_weights()``); ``rule`` names a space's
+        alternative derivation (DARTS space: ``pooled``, GDAS's), ignored by a space with one."""
         raise NotImplementedError
 
     # ---- sampling mode ----------------------------------------------------------------------------

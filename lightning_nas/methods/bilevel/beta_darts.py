@@ -12,13 +12,14 @@ decay on alpha stays on, as in the official code.
 Second order: the official unrolled step does *not* add L_beta (``beta_in_unrolled: false``, the default, follows
 it); ``true`` adds its gradient there too (it does not depend on the weights, so it is the same term).
 
-Known difference, not reproduced: the official NB201 script calls ``scheduler.step()`` before each epoch, which
-shifts its cosine weight-LR schedule one epoch ahead; here the schedule is DARTS's (epoch e trains at the e-th
-value).
+The weight-LR schedule: the official NB201 script calls ``scheduler.step()`` before each epoch, which under
+PyTorch >= 1.1 shifts its cosine schedule one epoch ahead (epoch e trains at the (e+1)-th value, the last epoch at
+eta_min); ``lr_schedule_shift: 1`` reproduces it, the default 0 is DARTS's (epoch e at the e-th value).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -36,19 +37,31 @@ class BetaDARTS(DARTS):
     """DARTS with the Beta-decay regulariser on the architecture loss (first order by default, as published)."""
 
     def __init__(self, *args: Any, lambda_start: float = 0.0, lambda_step: float = 0.5,
-                 beta_in_unrolled: bool = False, **kwargs: Any):
+                 beta_in_unrolled: bool = False, lr_schedule_shift: int = 0, **kwargs: Any):
         """
         Args:
             lambda_start, lambda_step: the regulariser's weight ``lambda_start + lambda_step * epoch`` (official:
                 0 and 0.5).
             beta_in_unrolled: with ``order: 2``, add L_beta's gradient to the unrolled hypergradient too (the
                 official code does not: false).
+            lr_schedule_shift: epochs the weight-LR schedule runs ahead (official NB201 script: 1; default 0).
         """
         super().__init__(*args, **kwargs)
         if lambda_start < 0 or lambda_step < 0:
             raise ConfigError(f"model.lambda_start and model.lambda_step must be >= 0, got {lambda_start}, "
                               f"{lambda_step}")
+        if lr_schedule_shift not in (0, 1):
+            raise ConfigError(f"model.lr_schedule_shift must be 0 or 1, got {lr_schedule_shift}")
         self.lambda_start, self.lambda_step, self.beta_in_unrolled = lambda_start, lambda_step, beta_in_unrolled
+        self.lr_schedule_shift = lr_schedule_shift
+
+    def sync_lr_schedule(self) -> None:
+        """The frame's per-epoch schedule, ``lr_schedule_shift`` epochs ahead."""
+        sched = self.lr_schedulers()
+        with warnings.catch_warnings():  # stepping before the first optimizer step is the official shift itself
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            while sched.last_epoch < self.current_epoch + self.lr_schedule_shift:
+                sched.step()
 
     def beta_weight(self) -> float:
         """lambda at the current epoch."""
@@ -72,4 +85,4 @@ class BetaDARTS(DARTS):
 
     def summary_extras(self) -> dict[str, Any]:
         return {"beta": {"lambda_start": self.lambda_start, "lambda_step": self.lambda_step,
-                         "in_unrolled": self.beta_in_unrolled}}
+                         "in_unrolled": self.beta_in_unrolled, "lr_schedule_shift": self.lr_schedule_shift}}

@@ -15,15 +15,15 @@ Differences from the official code, by design: the Gumbel noise comes from ``ste
 step: the same draw on every DDP rank and after a resume; the official code draws from the device RNG per
 replica); the architecture step leaves BN running statistics alone (the frame's rule, see ``frame.py``);
 validation and test evaluate the argmax child (``forward(x, path=argmax alpha)``), deterministic where the
-official search evaluates sampled nets. The genotype is the supernet's: NAS-Bench-201's per-edge argmax,
-``none`` included (official); on the DARTS space DARTS's derivation (GDAS's official DARTS-space rule pools all
-(op, input) pairs of a node and keeps the top 2: not offered yet). Each draw reads the drawn ops to the host (they
-pick the modules that run), as any single-path forward must.
+official search evaluates sampled nets. The genotype is NAS-Bench-201's per-edge argmax, ``none`` included
+(official); on the DARTS space ``genotype_rule: pooled`` (default, official ``search_model_gdas_nasnet.py:128-143``)
+pools every (op, input) pair of a node and keeps the top 2 (both may share an input), ``darts`` is DARTS's rule.
+Each draw reads the drawn ops to the host (they pick the modules that run), as any single-path forward must.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +53,19 @@ def gumbel_hard_sample(alpha: torch.Tensor, tau: float, generator: torch.Generat
 class GDAS(BilevelSearch):
     """GDAS on any supernet with the hard mode (defaults: the official tau 10 -> 0.1)."""
 
-    def __init__(self, *args: Any, tau_max: float = 10.0, tau_min: float = 0.1, **kwargs: Any):
+    def __init__(self, *args: Any, tau_max: float = 10.0, tau_min: float = 0.1,
+                 genotype_rule: Literal["pooled", "darts"] = "pooled", **kwargs: Any):
         """
         Args:
             tau_max, tau_min: the Gumbel-softmax temperature at the first and the last epoch (linear per epoch).
+            genotype_rule: the DARTS-space derivation: ``pooled`` (official GDAS) or ``darts``; NB201 has one rule.
         """
         super().__init__(*args, **kwargs)
         if not 0 < tau_min <= tau_max:
             raise ConfigError(f"need 0 < model.tau_min <= model.tau_max, got {tau_min}, {tau_max}")
+        if genotype_rule not in ("pooled", "darts"):
+            raise ConfigError(f"model.genotype_rule must be 'pooled' or 'darts', got {genotype_rule!r}")
+        self.genotype_rule = genotype_rule
         self.tau_max, self.tau_min = tau_max, tau_min
         self._eval_path: Optional[Path] = None
 
@@ -68,6 +73,9 @@ class GDAS(BilevelSearch):
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy):  # ops off the drawn path get no gradient, on every rank alike
             strategy._ddp_kwargs["find_unused_parameters"] = True
+
+    def genotype(self) -> Any:
+        return self.supernet.genotype(rule=self.genotype_rule)
 
     def tau(self) -> float:
         """The temperature of the current epoch."""

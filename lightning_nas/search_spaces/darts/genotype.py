@@ -152,12 +152,33 @@ def derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int = 4
     return gene
 
 
+def derive_cell_pooled(weights: torch.Tensor, primitives: Sequence[str], steps: int = 4) -> Gene:
+    """GDAS's DARTS-space rule (AutoDL ``search_model_gdas_nasnet.py:128-143``): per node, every (op other than
+    ``none``, input) pair of all its incoming edges pooled and the two heaviest kept, so both may come from one
+    input. The stable sort keeps the lower input, then the lower op index, first on ties, as the official one."""
+    gene: Gene = []
+    names = list(primitives)
+    w = weights.detach().double().cpu()
+    start = 0
+    for node in range(steps):
+        pairs = [(names[k], j, float(w[start + j, k])) for j in range(2 + node) for k in range(len(names))
+                 if names[k] != "none"]
+        gene.extend((op, j) for op, j, _ in sorted(pairs, key=lambda t: -t[2])[:2])
+        start += 2 + node
+    return gene
+
+
 def derive_genotype(normal_weights: torch.Tensor, reduce_weights: torch.Tensor, primitives: Sequence[str],
-                    steps: int = 4, multiplier: int = 4) -> Genotype:
+                    steps: int = 4, multiplier: int = 4, rule: str = "darts") -> Genotype:
+    """A genotype from the two cells' mixing weights: ``darts`` (top-2 inputs, then each one's best op) or
+    ``pooled`` (GDAS: the two best (op, input) pairs per node)."""
+    if rule not in ("darts", "pooled"):
+        raise ValueError(f"unknown derivation rule {rule!r}: 'darts' or 'pooled'")
+    derive = derive_cell if rule == "darts" else derive_cell_pooled
     concat = tuple(range(2 + steps - multiplier, steps + 2))
     return Genotype(
-        normal=tuple(derive_cell(normal_weights, primitives, steps)),
+        normal=tuple(derive(normal_weights, primitives, steps)),
         normal_concat=concat,
-        reduce=tuple(derive_cell(reduce_weights, primitives, steps)),
+        reduce=tuple(derive(reduce_weights, primitives, steps)),
         reduce_concat=concat,
     )

@@ -197,14 +197,14 @@ class DartsSupernet(Supernet):
                 s0, s1 = s1, cell(s0, s1, mixing[key], edge_w and edge_w[key])
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None) -> Genotype:
-        """DARTS's derivation from ``mixing`` (default softmax(alpha)); with edge normalisation each edge's row is
-        scaled by its edge weight first."""
+    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None, rule: str = "darts") -> Genotype:
+        """DARTS's derivation (``rule: pooled``: GDAS's) from ``mixing`` (default softmax(alpha)); with edge
+        normalisation each edge's row is scaled by its edge weight first."""
         mixing = self.mixing_weights() if mixing is None else mixing
         edge_w = self.edge_weights()
         if edge_w is not None:
             mixing = {key: w * edge_w[key].unsqueeze(-1) for key, w in mixing.items()}
-        return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier)
+        return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier, rule)
 
     # ---- sampling mode ------------------------------------------------------------------------------
     def blocks(self) -> nn.ModuleList:

@@ -153,9 +153,9 @@ class NB201Supernet(Supernet):
                 x = layer(x, weights, edge_w) if isinstance(layer, MixedCell) else layer(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
-    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None) -> NB201Arch:
+    def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None, rule: str = "darts") -> NB201Arch:
         """Each edge's strongest op in ``mixing`` (default softmax(alpha); the edge weights of edge normalisation
-        scale a row and cannot change it)."""
+        scale a row and cannot change it). The space has one rule: ``rule`` is ignored."""
         mixing = self.mixing_weights() if mixing is None else mixing
         return arch_from_mixing(mixing["cell"].detach().cpu().tolist(), self.primitives)
 
