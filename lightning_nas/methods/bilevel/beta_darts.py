@@ -59,7 +59,7 @@ class BetaDARTS(DARTS):
         """The frame's per-epoch schedule, ``lr_schedule_shift`` epochs ahead."""
         sched = self.lr_schedulers()
         with warnings.catch_warnings():  # stepping before the first optimizer step is the official shift itself
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             while sched.last_epoch < self.current_epoch + self.lr_schedule_shift:
                 sched.step()
 
