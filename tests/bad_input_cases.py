@@ -20,6 +20,12 @@ TINY_RETRAIN = str(REPO / "experiments" / "tiny" / "retrain.yaml")
 TINY_DISTILL = str(REPO / "experiments" / "tiny" / "distill_nb201.yaml")
 TINY_MFKD = str(REPO / "experiments" / "tiny" / "mfkd_nb201.yaml")
 TINY_BO = str(REPO / "experiments" / "tiny" / "bo_nb201.yaml")
+TINY_PC = str(REPO / "experiments" / "tiny" / "pc_darts_nb201.yaml")
+TINY_DRNAS = str(REPO / "experiments" / "tiny" / "drnas_nb201.yaml")
+TINY_SNAS = str(REPO / "experiments" / "tiny" / "snas_nb201.yaml")
+TINY_GDAS = str(REPO / "experiments" / "tiny" / "gdas.yaml")
+TINY_BETA = str(REPO / "experiments" / "tiny" / "beta_darts_nb201.yaml")
+TINY_PT = str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml")
 M, D, T = "--model.init_args.", "--data.init_args.", "--trainer."
 UNKNOWN_OP = ("Genotype(normal=[('conv_9x9', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
               "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
@@ -134,6 +140,23 @@ def _cases() -> list[tuple[str, list[str], str]]:
          "raise model.budget_epochs"),
         ("MF-KD without images", ["--config", TINY_MFKD, f"{D}dataset", "null"], "set data.init_args.dataset"),
         ("BO initial points > budget", ["--config", TINY_BO, f"{M}initial_points", "20"], "initial_points"),
+        # the baselines' options (issue 23)
+        ("PC-DARTS K not dividing the channels", ["--config", TINY_PC, f"{M}supernet.init_args.partial_channels", "3"],
+         "partial_channels"),
+        ("DrNAS unknown anchor", ["--config", TINY_DRNAS, f"{M}reg_type", "l1"], "reg_type"),
+        ("DrNAS second anchor as weight decay", ["--config", TINY_DRNAS, f"{M}arch_optimizer.init_args.weight_decay",
+                                                 "0.001"], "weight_decay"),
+        ("SNAS unknown levels", ["--config", TINY_SNAS, f"{M}levels", "three"], "levels"),
+        ("SNAS tau_min above tau_max", ["--config", TINY_SNAS, f"{M}tau_min", "20"], "tau_min"),
+        ("GDAS unknown genotype rule", ["--config", TINY_GDAS, f"{M}genotype_rule", "best"], "genotype_rule"),
+        ("beta-DARTS schedule shift 2", ["--config", TINY_BETA, f"{M}lr_schedule_shift", "2"], "lr_schedule_shift"),
+        ("DARTS-PT epochs not the schedule's", ["--config", TINY_PT, f"{T}max_epochs", "4"],
+         "set trainer.max_epochs 11"),
+        ("DARTS-PT init_from missing", ["--config", TINY_PT, f"{M}init_from", str(tmp / "missing.ckpt")],
+         "does not exist"),
+        ("DARTS-PT init_from not a checkpoint", ["--config", TINY_PT, f"{M}init_from", str(tmp / "text.ckpt")],
+         "cannot be read"),
+        ("DARTS-PT second order", ["--config", TINY_PT, f"{M}order", "2"], "order 1"),
     ]
 
 
