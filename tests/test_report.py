@@ -77,3 +77,30 @@ def test_wandb_report_offline_says_it_needs_a_login(runs, tmp_path, capsys, monk
     assert main(["report", str(runs), "--wandb", "lightning_nas_tests", "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
     assert "needs W&B online" in err and "wandb login" in err and not (tmp_path / "r.html").exists()
+
+
+def test_report_lays_out_the_benchmark_table_with_the_published_rows(runs, tmp_path):
+    """NB201 cells: one row per group with the shipped table's test accuracy of the final cells on every dataset
+    (mean ± std), the search cost, then the published rows; the DARTS-space group has no row."""
+    import json
+    import statistics
+
+    from lightning_nas.tabular import default_benchmark
+
+    page = build([runs])
+    table = page["benchmark"]
+    assert table["datasets"] == ["cifar10", "cifar100", "imagenet16_120"] and len(table["rows"]) == 1
+    row = table["rows"][0]
+    assert "NB201Supernet" in row["name"] and row["runs"] == 2
+    bench = default_benchmark()
+    archs = [json.loads(p.read_text())["genotype"]["arch"] for p in sorted((runs / "nb201").rglob("genotype.json"))]
+    values = [bench.accuracy(a, "cifar100") for a in archs]
+    assert row["accuracy"]["cifar100"] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    published = {p["name"]: p for p in table["published"]}
+    assert published["GDAS"]["accuracy"]["imagenet16_120"] == "41.71 ± 0.98"
+    assert published["optimum of the table"]["accuracy"]["cifar10"] == "94.37"
+    out = tmp_path / "r.html"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "## NB201 benchmark" in md and "| GDAS (published) | 93.61 ± 0.09 |" in md
+    assert 'class="benchmark"' in out.read_text()

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from jinja2 import Environment, select_autoescape
 
 from lightning_nas.errors import LightningNASError
+from lightning_nas.reporting.benchmark_table import benchmark_table, table_markdown
 from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure, data_uri
 from lightning_nas.reporting.runs import (
     CURVES,
@@ -44,6 +45,16 @@ pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 11px; } 
 <h1>{{ title }}</h1>
 <p>{{ runs_count }} runs in {{ groups|length }} groups (grouped by {{ group_by|join(" × ") }}). Numbers are
 mean ± std over a group's runs; the best run is named with its seed, not reported as the group's result.</p>
+{% if benchmark %}<section id="benchmark"><h2>{{ benchmark.space }} benchmark: the final cells' test accuracy</h2>
+<p>From {{ benchmark.source }}; ours are mean ± std over the runs, published rows below with their sources.</p>
+<table class="benchmark"><tr><th>method</th>{% for d in benchmark.datasets %}<th>{{ d }} test (%)</th>{% endfor %}
+<th>search (h)</th><th>runs / source</th></tr>
+{% for r in benchmark.rows %}<tr><td>{{ r.name }}</td>{% for d in benchmark.datasets %}
+<td class="num">{{ r.accuracy[d] }}</td>{% endfor %}<td class="num">{{ r.cost_hours }}</td>
+<td class="num">{{ r.runs }}</td></tr>
+{% endfor %}{% for p in benchmark.published %}<tr><td>{{ p.name }} (published)</td>{% for d in benchmark.datasets %}
+<td class="num">{{ p.accuracy[d] }}</td>{% endfor %}<td></td><td>{{ p.source }}</td></tr>
+{% endfor %}</table></section>{% endif %}
 {% for g in groups %}
 <section class="group" id="group-{{ loop.index }}">
 <h2>{{ g.name }}</h2>
@@ -102,7 +113,7 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
-            "groups": views, "run_dirs": [str(r.path) for r in runs]}
+            "groups": views, "run_dirs": [str(r.path) for r in runs], "benchmark": benchmark_table(groups)}
 
 
 def render_html(page: dict[str, Any]) -> str:
@@ -113,6 +124,8 @@ def render_html(page: dict[str, Any]) -> str:
 def render_markdown(page: dict[str, Any]) -> str:
     lines = [f"# {page['title']}", "", f"{page['runs_count']} runs, grouped by {' x '.join(page['group_by'])}; "
              "mean ± std over each group's runs.", ""]
+    if page.get("benchmark"):
+        lines += table_markdown(page["benchmark"])
     for g in page["groups"]:
         if not g["metrics"]:
             continue

@@ -155,6 +155,11 @@ class SearchSpace(ABC):
         """The space's benchmark table (``tabular``), or None where the space has none."""
         return None
 
+    def published_rows(self) -> list[Any]:
+        """Published results on the space's benchmark (``tabular.published.PublishedRow`` s) that comparisons
+        print beside their own; none by default."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

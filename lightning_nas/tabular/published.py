@@ -14,7 +14,8 @@ DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 
 @dataclass(frozen=True)
 class PublishedRow:
-    """One method's published test accuracies (%): per dataset (mean, std or None)."""
+    """One method's published test accuracies (%): per dataset (the table's canonical name: ``cifar10``,
+    ``cifar100``, ``imagenet16_120``) (mean, std or None)."""
 
     method: str
     accuracy: dict[str, tuple[float, Optional[float]]]
@@ -23,7 +24,11 @@ class PublishedRow:
 
 def published_nb201() -> list[PublishedRow]:
     """The shipped anchors, in the file's order."""
+    from lightning_nas.tabular.nb201 import canonical_dataset
+
     text = resources.files("lightning_nas.tabular").joinpath("data/nb201_published.json").read_text()
     rows = json.loads(text)["rows"]
-    return [PublishedRow(r["method"], {d: (float(r[d][0]), None if r[d][1] is None else float(r[d][1]))
-                                       for d in DATASETS}, r["source"]) for r in rows]
+    def stat(value: list) -> tuple[float, Optional[float]]:
+        return float(value[0]), None if value[1] is None else float(value[1])
+
+    return [PublishedRow(r["method"], {canonical_dataset(d): stat(r[d]) for d in DATASETS}, r["source"]) for r in rows]

@@ -105,3 +105,8 @@ class NB201Space(SearchSpace):
         from lightning_nas.tabular.nb201 import load_benchmark
 
         return load_benchmark(path)
+
+    def published_rows(self) -> list[Any]:
+        from lightning_nas.tabular.published import published_nb201
+
+        return published_nb201()
