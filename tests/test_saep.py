@@ -168,3 +168,33 @@ def test_bad_saep_config_is_refused():
         SAEP(initial_depth=0)
     with pytest.raises(ConfigError, match="pruning"):
         SAEP(pruning="magic")  # type: ignore[arg-type]
+
+
+def test_pap_fallback_ties_follow_each_rule():
+    """Nobody qualifies and the criteria tie: the official argsort(...)[::-1][:2] keeps the two highest indices (the
+    newest members), the paper rule the two lowest; untied criteria pick the same two under both orders."""
+    y = torch.tensor([0, 1, 2, 0])
+    same = torch.stack([one_hot([[0, 1, 2, 0]])[0]] * 5)
+    assert pap_criterion(same, y) == [0.0] * 5
+    assert pap(same, y, "official") == [3, 4] and pap(same, y, "paper") == [0, 1]
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # the official call restated on random criteria, ties included
+        probs = torch.tensor(rng.random((5, 8, 3)))
+        labels = torch.tensor(rng.integers(0, 3, 8))
+        score = [-d for d in pap_criterion(probs, labels)]
+        expect = [k for k, v in enumerate(score) if v > 0.0] or sorted(np.argsort(score).tolist()[::-1][:2])
+        assert pap(probs, labels, "official") == expect
+
+
+def test_vi_of_constant_predictions_is_ours_by_default_and_the_officials_on_request():
+    """The official VI of two constant vectors is 1 (I / check_zero(0) = 0 / 1e-18); TDAC of two different
+    constants is then lambda; ours is 0 (nothing differs in information)."""
+    a, b, y = np.zeros(10, int), np.ones(10, int), np.arange(10) % 3
+    assert variation_of_information(a, b) == 0.0 and variation_of_information(a, b, official=True) == 1.0
+    assert tdac(a, b, y, 0.5) == 0.0 and tdac(a, b, y, 0.5, official=True) == 0.5
+    assert tdac(a, a.copy(), y, 0.5, official=True) == 0.0  # identical: the official early return
+    c = np.array([0, 1] * 5)  # one constant side: both give 1 - 0 / H(X, Y) = 1
+    assert variation_of_information(a, c) == variation_of_information(a, c, official=True) == pytest.approx(1.0)
+    preds = np.stack([a, b, c, (c + 1) % 3])
+    g = torch.Generator().manual_seed(0)
+    assert len(pie(preds, y, g, 0.5, official=True)) == 3

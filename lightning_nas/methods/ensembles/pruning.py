@@ -9,10 +9,13 @@ fewer every criterion keeps all (the official code prunes only larger ensembles)
   diff_j = err(F without j) - err(F), 0/1 argmax errors. ``rule="paper"`` (default, the definition: a member is
   valuable when removing it raises the error) keeps every j with diff_j > 0; ``rule="official"`` keeps every j
   with err(F) - err(F without j) > 0, the official code's sign (it keeps the members whose removal LOWERS the
-  error). Either way, when no member qualifies the two with the largest criterion are kept.
+  error). When no member qualifies the two with the largest criterion are kept: under ``official`` as the official
+  ``np.argsort(error_rate_diff)[::-1][:2]`` (on ties the highest indices, the newest members; the same call here),
+  under ``paper`` the lowest indices on ties (our choice).
 - ``pie`` (information entropy): the official COMEP greedy selection of n - 1 members: a first member drawn at
   random (seeded here), then repeatedly the member maximising sum_{q in S} TDAC(p, q) (ties: the lowest index),
-  TDAC from ``lightning_nas.analysis.diversity`` on argmax predictions, lambda 0.5.
+  TDAC from ``lightning_nas.analysis.diversity`` on argmax predictions, lambda 0.5; ``official`` uses the official
+  VI of two constant prediction vectors (1, ours 0).
 """
 
 from __future__ import annotations
@@ -54,35 +57,39 @@ def pap(probs: torch.Tensor, y: torch.Tensor, rule: str = "paper") -> list[int]:
     raised = pap_criterion(probs, y)
     score = raised if rule == "paper" else [-d for d in raised]
     kept = [j for j, s in enumerate(score) if s > 0]
-    if not kept:  # the official fallback: the two with the largest criterion (stable order on ties)
-        kept = sorted(sorted(range(n), key=lambda j: -score[j])[:2])
+    if not kept:
+        if rule == "official":  # the official call itself: reversed argsort keeps the highest indices on ties
+            kept = sorted(np.argsort(np.asarray(score)).tolist()[::-1][:2])
+        else:  # the two largest, the lowest indices on ties
+            kept = sorted(sorted(range(n), key=lambda j: -score[j])[:2])
     return kept
 
 
-def pie_greedy_step(preds: np.ndarray, y: np.ndarray, selected: list[int], lam: float) -> int:
+def pie_greedy_step(preds: np.ndarray, y: np.ndarray, selected: list[int], lam: float, official: bool = False) -> int:
     """The member outside ``selected`` maximising sum_{q in selected} TDAC(p, q) (the lowest index on ties)."""
     best, best_value = -1, -np.inf
     for p in range(len(preds)):
         if p in selected:
             continue
-        value = sum(tdac(preds[p], preds[q], y, lam) for q in selected)
+        value = sum(tdac(preds[p], preds[q], y, lam, official) for q in selected)
         if value > best_value:
             best, best_value = p, value
     return best
 
 
-def pie(preds: np.ndarray, y: np.ndarray, generator: torch.Generator, lam: float = 0.5) -> list[int]:
+def pie(preds: np.ndarray, y: np.ndarray, generator: torch.Generator, lam: float = 0.5,
+        official: bool = False) -> list[int]:
     n = len(preds)
     if n <= 2:
         return list(range(n))
     selected = [int(torch.randint(0, n, (1,), generator=generator))]
     while len(selected) < n - 1:
-        selected.append(pie_greedy_step(preds, y, selected, lam))
+        selected.append(pie_greedy_step(preds, y, selected, lam, official))
     return sorted(selected)
 
 
 def select_members(criterion: str, probs: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
-                   pap_rule: str = "paper", pie_lambda: float = 0.5) -> list[int]:
+                   pap_rule: str = "paper", pie_lambda: float = 0.5, pie_rule: str = "paper") -> list[int]:
     """The members ``criterion`` keeps, from their weighted probabilities ``probs`` [members, samples, classes]
     on fixed batches with labels ``y``."""
     n = len(probs)
@@ -93,7 +100,7 @@ def select_members(criterion: str, probs: torch.Tensor, y: torch.Tensor, generat
     if criterion == "pap":
         return pap(probs, y, pap_rule)
     if criterion == "pie":
-        return pie(probs.argmax(-1).cpu().numpy(), y.cpu().numpy(), generator, pie_lambda)
+        return pie(probs.argmax(-1).cpu().numpy(), y.cpu().numpy(), generator, pie_lambda, pie_rule == "official")
     raise ValueError(f"unknown pruning criterion {criterion!r}; use one of {list(CRITERIA)}")
 
 

@@ -102,6 +102,7 @@ class SAEP(NASModule):
     def __init__(self, genotypes: Optional[list[str]] = None, channels: int = 8, initial_depth: int = 1,
                  max_depth: int = 8, pruning: Literal["none", "prs", "pap", "pie"] = "pie",
                  pap_rule: Literal["paper", "official"] = "paper", pie_lambda: float = 0.5,
+                 pie_rule: Literal["paper", "official"] = "paper",
                  prune_in_eval: bool = True, complexity_lambda: float = 0.0, complexity_beta: float = 0.0,
                  selection_batches: int = 2, pruning_batches: int = 2, grad_clip: float = 0.0,
                  optimizer: OptimizerCallable = SAEP_RMSPROP, num_classes: int = 10, in_channels: int = 3,
@@ -114,6 +115,8 @@ class SAEP(NASModule):
             pruning: ``none`` (AdaNet), ``prs``, ``pap`` or ``pie``.
             pap_rule: ``paper`` (keep a member whose removal raises the error) or ``official`` (the code's sign).
             pie_lambda: lambda of TDAC (0.5 in the official code).
+            pie_rule: ``paper`` (VI 0 for two constant prediction vectors: nothing differs) or ``official`` (the
+                code's 1, from its 0 / 1e-18; TDAC of two different constants is then lambda).
             prune_in_eval: remove pruned members from evaluation too (default) or mask them in training only.
             complexity_lambda, complexity_beta: AdaNet's complexity penalty (0 in SAEP's code).
             selection_batches, pruning_batches: fixed training batches (eval batch size) that select the
@@ -135,6 +138,7 @@ class SAEP(NASModule):
         self.cells = [load_genotype(g) for g in self.genotype_specs]
         self.channels, self.initial_depth, self.max_depth = channels, initial_depth, max_depth
         self.pruning, self.pap_rule, self.pie_lambda, self.prune_in_eval = pruning, pap_rule, pie_lambda, prune_in_eval
+        self.pie_rule = pie_rule
         self.complexity_lambda, self.complexity_beta = complexity_lambda, complexity_beta
         self.selection_batches, self.pruning_batches, self.grad_clip = selection_batches, pruning_batches, grad_clip
         self.optimizer_spec, self.num_classes, self.in_channels, self.seed = optimizer, num_classes, in_channels, seed
@@ -331,7 +335,7 @@ class SAEP(NASModule):
             logits = torch.stack([torch.cat([m(x)[0] for x, _ in batches]) for m in self.members])
         probs = self.ensemble_weights.view(-1, 1, 1) * logits.softmax(-1)
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.iteration, PRUNE_STREAM))
-        kept = select_members(self.pruning, probs, y, g, self.pap_rule, self.pie_lambda)
+        kept = select_members(self.pruning, probs, y, g, self.pap_rule, self.pie_lambda, self.pie_rule)
         pruned = [j for j in range(len(self.members)) if j not in kept]
         record = {"kept": [self.member_specs[j].iteration for j in kept],
                   "pruned": [self.member_specs[j].iteration for j in pruned]}
@@ -369,7 +373,7 @@ class SAEP(NASModule):
     def summary_extras(self) -> dict[str, Any]:
         return {"iterations": self.history, "ensemble": self.genotype().to_dict(),
                 "ensemble_size": len(self.members), "pruning": self.pruning, "pap_rule": self.pap_rule,
-                "prune_in_eval": self.prune_in_eval}
+                "pie_rule": self.pie_rule, "prune_in_eval": self.prune_in_eval}
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
