@@ -183,3 +183,57 @@ def test_second_order_refuses_an_optimizer_it_cannot_unroll(tiny_supernet_factor
         check_unrollable(opt)
     first = DARTS(supernet=tiny_supernet_factory, num_classes=3, in_channels=3, order=1, weight_optimizer=optimizer)
     check_unrollable(torch.optim.SGD(first.supernet.weight_parameters(), lr=0.1))  # first order needs no unroll
+
+
+def _official_darts_v2(net, opt, train, val, r=0.01):
+    """AutoDL's DARTS-V2 / DARTS's architect restated: w' = w - lr (mu buf + g + wd w) (buf zero before the first
+    step, nesterov ignored), a copy of the net with w', then dalpha - lr * hvp with central differences around w,
+    R = r / ||v||."""
+    lr, mu, wd = (opt.param_groups[0][k] for k in ("lr", "momentum", "weight_decay"))
+    weights, alphas = net.weight_parameters(), net.arch_parameters()
+    g = torch.autograd.grad(F.cross_entropy(net(train[0]), train[1]), weights)
+    moment = [mu * opt.state[p]["momentum_buffer"] if p in opt.state else torch.zeros_like(p) for p in weights]
+    unrolled = copy.deepcopy(net)
+    with torch.no_grad():
+        for q, p, m, gi in zip(unrolled.weight_parameters(), weights, moment, g):
+            q.copy_(p - lr * (m + gi + wd * p))
+    loss = F.cross_entropy(unrolled(val[0]), val[1])
+    grads = torch.autograd.grad(loss, unrolled.arch_parameters() + unrolled.weight_parameters())
+    dalpha, v = grads[:len(alphas)], grads[len(alphas):]
+    R = r / torch.cat([t.flatten() for t in v]).norm()
+    with torch.no_grad():
+        for p, vi in zip(weights, v):
+            p.add_(R * vi)
+    gp = torch.autograd.grad(F.cross_entropy(net(train[0]), train[1]), alphas)
+    with torch.no_grad():
+        for p, vi in zip(weights, v):
+            p.sub_(2 * R * vi)
+    gn = torch.autograd.grad(F.cross_entropy(net(train[0]), train[1]), alphas)
+    with torch.no_grad():
+        for p, vi in zip(weights, v):
+            p.add_(R * vi)
+    return [da - lr * (a - b) / (2 * R) for da, a, b in zip(dalpha, gp, gn)]
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["with-momentum-buffer", "first-step"])
+def test_official_unroll_equals_the_darts_v2_formula_with_nesterov_sgd(tiny_supernet_factory, fresh):
+    model, net, opt, train, val = _setup(tiny_supernet_factory, hvp_epsilon=0.01)
+    model.unroll = "official"
+    nesterov = torch.optim.SGD(net.weight_parameters(), lr=ETA, momentum=MOMENTUM, weight_decay=WD, nesterov=True)
+    if not fresh:
+        nesterov.load_state_dict({"state": opt.state_dict()["state"], "param_groups": nesterov.state_dict()[
+            "param_groups"]})
+    ours, _ = model.unrolled_gradient(*train, *val, optimizer=nesterov)
+    reference = _official_darts_v2(net, nesterov, train, val)
+    assert _rel(ours, reference) < 1e-9
+    model.unroll = "exact"  # the optimizer's own nesterov step gives another hypergradient
+    exact, _ = model.unrolled_gradient(*train, *val, optimizer=nesterov)
+    assert _rel(exact, reference) > 1e-3
+
+
+def test_official_unroll_refuses_dampening(tiny_supernet_factory):
+    model, net, *_ = _setup(tiny_supernet_factory)
+    damped = torch.optim.SGD(net.weight_parameters(), lr=ETA, momentum=MOMENTUM, dampening=0.1)
+    with pytest.raises(ConfigError, match="dampening"):
+        check_unrollable(damped, "official")
+    check_unrollable(damped, "exact")

@@ -7,6 +7,13 @@ the optimizer's state; the implicit term is ``lr * c`` times the finite-differen
 original ``w`` on the train batch, ``R = hvp_epsilon / ||v||`` (Eq. 8). Other weight optimizers (Adam, ...) and
 SGD with ``maximize`` are refused for order 2: their unroll is not implemented, and approximating it silently would
 give a different hypergradient than the one the config names.
+
+``unroll: official`` is instead the unrolled step of the official DARTS ``architect.py`` and of AutoDL's DARTS-V2
+(the code behind NAS-Bench-201's DARTS-V2 row): ``w' = w - lr * (momentum * buf + g + wd * w)`` with ``buf`` the
+optimizer's momentum buffer (zero before the first step), whatever its ``nesterov`` flag, and the implicit term
+``lr`` times the Hessian-vector product. It describes SGD with momentum and weight decay only: dampening is refused.
+``exact`` (default) is the step the optimizer really takes; the two differ with nesterov (by a factor of order one
+in the implicit term) and after the first step.
 """
 
 from __future__ import annotations
@@ -20,23 +27,28 @@ from lightning_nas.methods.bilevel.frame import BilevelSearch
 
 
 class DARTS(BilevelSearch):
-    def __init__(self, *args: Any, order: Literal[1, 2] = 1, hvp_epsilon: float = 0.01, **kwargs: Any):
+    def __init__(self, *args: Any, order: Literal[1, 2] = 1, hvp_epsilon: float = 0.01,
+                 unroll: Literal["exact", "official"] = "exact", **kwargs: Any):
         """
         Args:
             order: 1 (first order: dL_val/dalpha) or 2 (unrolled, Eq. 7-8).
             hvp_epsilon: finite-difference scale r of Eq. 8; the step is R = r / ||v|| (DARTS: 0.01).
+            unroll: the unrolled weight step of order 2: ``exact`` (the optimizer's own step, nesterov included) or
+                ``official`` (DARTS's / AutoDL's formula, see the module docstring).
         """
         super().__init__(*args, **kwargs)
         if order not in (1, 2):
             raise ConfigError(f"model.order must be 1 or 2, got {order}")
         if hvp_epsilon <= 0:
             raise ConfigError(f"model.hvp_epsilon must be positive, got {hvp_epsilon}")
-        self.order, self.hvp_epsilon = order, hvp_epsilon
+        if unroll not in ("exact", "official"):
+            raise ConfigError(f"model.unroll must be 'exact' or 'official', got {unroll!r}")
+        self.order, self.hvp_epsilon, self.unroll = order, hvp_epsilon, unroll
 
     def configure_optimizers(self) -> Any:
         optimizers = super().configure_optimizers()
         if self.order == 2:
-            check_unrollable(optimizers[0][0])  # before the first step, not in the middle of the search
+            check_unrollable(optimizers[0][0], self.unroll)  # before the first step, not in the middle of the search
         return optimizers
 
     def architecture_gradient(self, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor,
@@ -59,8 +71,9 @@ class DARTS(BilevelSearch):
         original = [p.detach().clone() for p in weights]
         try:
             g_train = torch.autograd.grad(self._train_loss(x_t, y_t), weights, allow_unused=True)
+            step = official_unrolled_step if self.unroll == "official" else sgd_unrolled_step
             with torch.no_grad():
-                scales = sgd_unrolled_step(opt, weights, g_train)
+                scales = step(opt, weights, g_train)
             loss_val = self.arch_loss(x_v, y_v)
             grads = torch.autograd.grad(loss_val, alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[:len(alphas)])]
@@ -96,14 +109,39 @@ class DARTS(BilevelSearch):
         return [(gp - gm) / (2 * r) for gp, gm in zip(g_plus, g_minus)]
 
 
-def check_unrollable(opt: torch.optim.Optimizer) -> None:
-    """The second-order step unrolls ``torch.optim.SGD`` exactly; refuse anything else with the fix."""
+def check_unrollable(opt: torch.optim.Optimizer, unroll: str = "exact") -> None:
+    """The second-order step unrolls ``torch.optim.SGD`` (exactly, or with the official formula); refuse anything
+    else with the fix."""
     if not isinstance(opt, torch.optim.SGD):
         raise ConfigError(f"model.order 2 unrolls the weight step of torch.optim.SGD (momentum, dampening, nesterov "
                           f"and weight decay exactly); the weight optimizer is {type(opt).__name__}, whose unroll is "
                           "not implemented: use torch.optim.SGD as model.weight_optimizer, or model.order 1")
     if any(g.get("maximize", False) for g in opt.param_groups):
         raise ConfigError("model.order 2 cannot unroll SGD with maximize=True: set maximize false")
+    if unroll == "official" and any(float(g.get("dampening", 0.0)) for g in opt.param_groups):
+        raise ConfigError("model.unroll official is DARTS's formula lr * (momentum * buf + g + wd * w), which has no "
+                          "dampening: set the weight optimizer's dampening to 0, or model.unroll exact")
+
+
+def official_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
+                           grads: tuple[Optional[torch.Tensor], ...]) -> list[float]:
+    """DARTS's ``_compute_unrolled_model`` (and AutoDL's DARTS-V2) in place: ``w - lr (mu buf + g + wd w)`` with the
+    optimizer's momentum buffer (zero before the first step; nesterov ignored); returns ``lr`` per parameter (0
+    for a parameter without a gradient, left alone)."""
+    check_unrollable(opt, "official")
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    scales = []
+    for p, g in zip(params, grads):
+        if g is None:
+            scales.append(0.0)
+            continue
+        group = group_of[id(p)]
+        lr, mu, wd = float(group["lr"]), float(group.get("momentum", 0.0)), float(group.get("weight_decay", 0.0))
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        moment = mu * buf if buf is not None else torch.zeros_like(p)
+        p.sub_(lr * (moment + g + wd * p))
+        scales.append(lr)
+    return scales
 
 
 def sgd_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
