@@ -20,6 +20,7 @@ TINY_RETRAIN = str(REPO / "experiments" / "tiny" / "retrain.yaml")
 TINY_DISTILL = str(REPO / "experiments" / "tiny" / "distill_nb201.yaml")
 TINY_MFKD = str(REPO / "experiments" / "tiny" / "mfkd_nb201.yaml")
 TINY_BO = str(REPO / "experiments" / "tiny" / "bo_nb201.yaml")
+TINY2 = str(REPO / "experiments" / "tiny" / "darts_second_order.yaml")
 TINY_PC = str(REPO / "experiments" / "tiny" / "pc_darts_nb201.yaml")
 TINY_DRNAS = str(REPO / "experiments" / "tiny" / "drnas_nb201.yaml")
 TINY_SNAS = str(REPO / "experiments" / "tiny" / "snas_nb201.yaml")
@@ -157,6 +158,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("DARTS-PT init_from not a checkpoint", ["--config", TINY_PT, f"{M}init_from", str(tmp / "text.ckpt")],
          "cannot be read"),
         ("DARTS-PT second order", ["--config", TINY_PT, f"{M}order", "2"], "order 1"),
+        ("official unroll with dampening", ["--config", TINY2, f"{M}unroll", "official",
+                                            f"{M}weight_optimizer.init_args.dampening", "0.1"], "dampening"),
+        ("unknown unroll", ["--config", TINY2, f"{M}unroll", "nesterov"], "unroll"),
     ]
 
 

@@ -6,6 +6,8 @@ arXiv 2001.01431, Sec. 3-4) and the cross-run report.
 - GT-Tau: Kendall tau between the shared-weight ranking and the ground truth (on NAS-Bench-201: the benchmark's
   200-epoch accuracy);
 - TnR: the best ground-truth rank (1 = the panel's best) among the top n children of the shared-weight ranking.
+  Ties in either ranking go to the earlier child (a stable order, our choice): the official script's ``argsort``
+  is not stable, so on tied accuracies its TnR can differ from ours and between its own runs.
 
 Kendall tau is scipy's tau-b (ties counted as in scipy); a constant ranking gives nan.
 
