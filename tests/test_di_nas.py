@@ -204,3 +204,80 @@ def test_di_nas_tiny_config_logs_the_disturbance_and_projector_memory(tmp_path, 
     state = weights(run / "checkpoints" / "last.ckpt")
     corr = [v for k, v in state.items() if k.startswith("projector.corr")]
     assert corr and all(c.dtype == torch.float64 for c in corr) and any(c.abs().sum() > 0 for c in corr)
+
+
+def _pro_weight(p, x, w_grad, alpha, cnn=True, stride=1):
+    """OWM's pro_weight (beijixiong3510/OWM, OWM_CNN/cnn_owm.py:126-145) restated line by line, returning the new
+    gradient instead of writing w.grad; ``x`` is the (padded) batch-mean input."""
+    if cnn:
+        _, _, H, W = x.shape
+        F_, _, HH, WW = w_grad.shape
+        S = stride
+        Ho = int(1 + (H - HH) / S)
+        Wo = int(1 + (W - WW) / S)
+        for i in range(Ho):
+            for j in range(Wo):
+                r = x[:, :, i * S: i * S + HH, j * S: j * S + WW].contiguous().view(1, -1)
+                k = torch.mm(p, torch.t(r))
+                p.sub_(torch.mm(k, torch.t(k)) / (alpha + torch.mm(r, k)))
+        return torch.mm(w_grad.view(F_, -1), torch.t(p)).view_as(w_grad)
+    r = x
+    k = torch.mm(p, torch.t(r))
+    p.sub_(torch.mm(k, torch.t(k)) / (alpha + torch.mm(r, k)))
+    return torch.mm(w_grad, torch.t(p))
+
+
+@pytest.mark.parametrize("layer", ["conv3x3", "depthwise3x3", "conv1x1", "linear"])
+def test_owm_official_recursion_equals_pro_weight(layer):
+    """recursion: official = OWM's pro_weight step by step: each step's own a (a schedule over progress), the
+    current batch's patches folded in before its gradient is projected, conv patches at stride 2 (OWM's call)."""
+    torch.manual_seed(0)
+    module = {"conv3x3": nn.Conv2d(3, 4, 3, padding=1, bias=False),
+              "depthwise3x3": nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False),
+              "conv1x1": nn.Conv2d(3, 4, 1, bias=False), "linear": nn.Linear(5, 4)}[layer].double()
+    conv = isinstance(module, nn.Conv2d)
+    proj = OWMProjector(alpha=1.0, alpha_final=1e-2, recursion="official", patch_stride=2 if conv else None)
+    proj.attach([module])
+    groups = module.groups if conv else 1
+    d = proj.corr0.shape[-1]
+    ps = [torch.eye(d, dtype=torch.float64) for _ in range(groups)]
+    for progress in (0.0, 0.4, 0.9):
+        x = torch.randn(6, 3, 6, 6, dtype=torch.float64) if conv else torch.randn(6, 5, dtype=torch.float64)
+        with proj.capture():
+            module(x)
+        g = torch.randn_like(module.weight)
+        module.weight.grad = g.clone()
+        proj.project(progress)
+        a = proj.a(progress, module)
+        xm = x.mean(0, keepdim=True)
+        if conv:
+            pad = module.padding[0]
+            xm = F.pad(xm, (pad, pad, pad, pad))
+            per = module.in_channels // groups
+            expect = torch.cat([_pro_weight(ps[c], xm[:, c * per:(c + 1) * per], g[c * (g.shape[0] // groups):
+                                                                                   (c + 1) * (g.shape[0] // groups)],
+                                            a, stride=2) for c in range(groups)])
+        else:
+            expect = _pro_weight(ps[0], xm, g, a, cnn=False)
+        torch.testing.assert_close(module.weight.grad, expect, rtol=1e-8, atol=1e-10)
+        proj.commit()
+
+
+def test_owm_recursions_differ_once_alpha_moves_and_linear_layers_take_their_own_schedule():
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 3).double()
+    grads = {}
+    for recursion in ("closed_form", "official"):
+        torch.manual_seed(1)
+        proj = OWMProjector(alpha=1.0, alpha_final=1e-3, recursion=recursion)
+        proj.attach([lin])
+        for progress in (0.0, 0.5, 1.0):
+            with proj.capture():
+                lin(torch.randn(4, 5, dtype=torch.float64))
+            lin.weight.grad = torch.ones_like(lin.weight)
+            proj.project(progress)
+            proj.commit()
+        grads[recursion] = lin.weight.grad.clone()
+    assert not torch.allclose(grads["closed_form"], grads["official"], rtol=1e-3)
+    own = OWMProjector(alpha=1.0, alpha_final=1e-5, linear_alpha_final=0.1)
+    assert own.a(1.0, nn.Linear(2, 2)) == pytest.approx(0.1) and own.a(1.0, nn.Conv2d(1, 1, 1)) == pytest.approx(1e-5)

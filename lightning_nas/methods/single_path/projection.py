@@ -7,18 +7,25 @@ learned. Two readings are implemented (methods.md 8), both documented interpreta
 ``SinglePathSearch(projector=...)`` (a class with this module's ``GradientProjector`` interface):
 
 - ``OWMProjector``: the input-space projector of orthogonal weight modification (OWM; Zeng, Chen, Cui, Yu,
-  Nature Machine Intelligence 2019, and its official code): per shared weight tensor ``W`` (every Conv2d and
-  Linear of the supernet) the correlation ``R = sum r r^T`` of the batch-mean inputs ``r`` that earlier children
-  fed it (for a conv: every input patch of the batch-mean input, as the OWM code loops over output positions;
-  grouped and depthwise convs keep one block per group, so the projector is at most ``(C_in/groups kh kw)^2`` per
-  group and the DARTS space's depthwise convs cost ``C`` blocks of ``k^2 x k^2``). The loss gradient is
-  multiplied by ``P = a (a I + R)^(-1)`` before the step. That is the closed form of OWM's recursion
-  ``k = P r, P <- P - k k^T / (a + r^T k)`` started from ``P = I`` (the OWM code's start; methods.md writes
-  ``I / a``, which would scale unexplored directions by ``1/a``), identical to it for a constant ``a`` (tested);
-  here ``a`` follows the schedule ``alpha * (alpha_final / alpha) ** progress`` (OWM's convs: ``1 * 1e-5 **
-  progress``) and the current value is used with the whole ``R``. As ``a -> 0``, ``P r -> 0`` for every stored
-  ``r``: the update leaves the earlier children's layer outputs unchanged. ``R`` is kept in float64 (in float32
-  its rounding noise, ~1e-7 of its norm, would swamp a small ``a`` and damp every direction).
+  Nature Machine Intelligence 2019; official beijixiong3510/OWM, ``OWM_CNN/cnn_owm.py:116-165``): per shared weight
+  tensor ``W`` (every Conv2d and Linear of the supernet) the correlation ``R = sum r r^T`` of the batch-mean inputs
+  ``r`` children fed it (for a conv: the input patches of the batch-mean input at stride ``patch_stride``, default
+  the conv's own stride, i.e. every patch the conv sees; the OWM code calls ``pro_weight(..., stride=2)`` on its
+  stride-1 convs and so uses about a quarter of them: ``patch_stride: 2``); grouped and depthwise convs keep one
+  block per group, so the projector is at most ``(C_in/groups kh kw)^2`` per group and the DARTS space's depthwise
+  convs cost ``C`` blocks of ``k^2 x k^2``. The loss gradient is multiplied by the projector ``P`` before the step.
+  OWM's recursion ``k = P r, P <- P - k k^T / (a + r^T k)``, started from ``P = I`` (the OWM code's start;
+  methods.md writes ``I / a``, which would scale unexplored directions by ``1/a``), gives
+  ``P = (I + sum_t R_t / a_t)^(-1)`` with ``R_t`` step t's patches and ``a_t`` its ``a`` (Sherman-Morrison), which
+  ``recursion: official`` computes: each step's patches weighted by that step's ``1/a`` and the current batch
+  folded in *before* its own gradient is projected, as ``pro_weight`` does. ``recursion: closed_form`` (default,
+  the earlier reading) uses ``P = a (a I + R)^(-1)`` with the current ``a`` on the whole history of *earlier*
+  children only; the two agree for a constant ``a`` without the current batch and differ once ``a`` follows its
+  schedule ``alpha * (alpha_final / alpha) ** progress`` (OWM's convs: ``1e-5 ** progress``; its fully connected
+  layers 1e-4, 1e-2 and 1e-1 for fc1-fc3: ``linear_alpha_final`` sets the supernet classifier's, default the
+  convs'). As ``a -> 0``, ``P r -> 0`` for every stored ``r``: the update leaves the earlier children's layer outputs
+  unchanged. ``R`` is kept in float64 (in float32 its rounding noise, ~1e-7 of its norm, would swamp a small ``a``
+  and damp every direction). Both forms solve with a Cholesky factor rather than looping over patches.
 - ``GradientSpaceProjector`` (OGD, Farajtabar et al. 2020 / GPM, Saha et al. 2021 style): per shared weight
   tensor an orthonormal basis of at most ``memory`` earlier children's gradient directions; the new gradient is
   projected onto the basis' orthogonal complement, and its new component joins the basis (the oldest direction
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.distributed as dist
@@ -92,16 +100,28 @@ def _world_mean(t: torch.Tensor) -> torch.Tensor:
 class OWMProjector(GradientProjector):
     """Input-space projector (OWM reading of DI-NAS; see the module docstring)."""
 
-    def __init__(self, alpha: float = 1.0, alpha_final: float = 1e-5):
+    def __init__(self, alpha: float = 1.0, alpha_final: float = 1e-5,
+                 recursion: Literal["closed_form", "official"] = "closed_form", patch_stride: Optional[int] = None,
+                 linear_alpha_final: Optional[float] = None):
         """
         Args:
             alpha: ``a`` at the start of the search (OWM's code: 1.0).
             alpha_final: ``a`` at the end; geometric in between (OWM's convs: 1e-5, i.e. ``a = 1e-5 ** progress``).
+            recursion: ``closed_form`` (current ``a`` on earlier children's inputs) or ``official`` (OWM's recursion:
+                per-step ``a``, the current batch first).
+            patch_stride: the stride of a conv's input patches (default: the conv's stride; OWM's code: 2).
+            linear_alpha_final: ``alpha_final`` of Linear layers (default ``alpha_final``; OWM's last fc: 0.1).
         """
         super().__init__()
-        if not (alpha > 0 and alpha_final > 0):
-            raise ConfigError(f"OWMProjector needs alpha > 0 and alpha_final > 0, got {alpha}, {alpha_final}")
+        if not (alpha > 0 and alpha_final > 0) or (linear_alpha_final is not None and linear_alpha_final <= 0):
+            raise ConfigError(f"OWMProjector needs alpha, alpha_final and linear_alpha_final > 0, got {alpha}, "
+                              f"{alpha_final}, {linear_alpha_final}")
+        if recursion not in ("closed_form", "official") or (patch_stride is not None and patch_stride < 1):
+            raise ConfigError(f"OWMProjector needs recursion 'closed_form' or 'official' and patch_stride >= 1, got "
+                              f"{recursion!r}, {patch_stride}")
         self.alpha, self.alpha_final = alpha, alpha_final
+        self.recursion, self.patch_stride, self.linear_alpha_final = recursion, patch_stride, linear_alpha_final
+        self._last_progress = 0.0
         self._modules_list: list[nn.Module] = []
         self._pending: dict[int, torch.Tensor] = {}
         self._capturing = False
@@ -137,18 +157,26 @@ class OWMProjector(GradientProjector):
         finally:
             self._capturing = False
 
-    def a(self, progress: float) -> float:
-        return self.alpha * (self.alpha_final / self.alpha) ** min(max(progress, 0.0), 1.0)
+    def a(self, progress: float, module: Optional[nn.Module] = None) -> float:
+        """``a`` at ``progress`` (of ``module``: Linear layers may have their own final value)."""
+        final = self.alpha_final
+        if isinstance(module, nn.Linear) and self.linear_alpha_final is not None:
+            final = self.linear_alpha_final
+        return self.alpha * (final / self.alpha) ** min(max(progress, 0.0), 1.0)
 
     def matrix(self, i: int, progress: float) -> torch.Tensor:
-        """``P = a (a I + R)^-1`` of weight ``i``, per group (groups, d, d)."""
+        """The projector ``P`` of weight ``i``, per group (groups, d, d)."""
         corr = getattr(self, f"corr{i}")
-        a = self.a(progress)
         eye = torch.eye(corr.shape[-1], dtype=corr.dtype, device=corr.device)
+        if self.recursion == "official":
+            return torch.linalg.inv(eye + corr)
+        a = self.a(progress, self._modules_list[i])
         return a * torch.linalg.inv(a * eye + corr)
 
     def project(self, progress: float) -> None:
-        a = self.a(progress)
+        self._last_progress = progress
+        if self.recursion == "official":  # pro_weight: the current batch's patches update P before projecting
+            self._fold(progress)
         for i, m in enumerate(self._modules_list):
             g = m.weight.grad
             if g is None:
@@ -157,23 +185,31 @@ class OWMProjector(GradientProjector):
             groups, d = corr.shape[0], corr.shape[-1]
             grad = g.reshape(groups, -1, d).double()  # (groups, out / groups, d)
             eye = torch.eye(d, dtype=corr.dtype, device=corr.device)
+            # g P with P symmetric: closed form a * (solve(aI + R, g^T))^T; official (solve(I + sum R_t / a_t, g^T))^T
+            a = 1.0 if self.recursion == "official" else self.a(progress, m)
             chol = torch.linalg.cholesky(a * eye + corr)
-            # g P with P symmetric: a * (solve(aI + R, g^T))^T
             projected = a * torch.cholesky_solve(grad.transpose(1, 2), chol).transpose(1, 2)
             m.weight.grad = projected.reshape(g.shape).to(g.dtype)
 
     def commit(self) -> None:
+        self._fold(self._last_progress)
+
+    def _fold(self, progress: float) -> None:
+        """Add the pending batch-mean inputs' patches to each weight's correlation (weighted by ``1/a`` under the
+        official recursion)."""
         for i, x in sorted(self._pending.items()):
             m = self._modules_list[i]
             x = _world_mean(x)
             corr = getattr(self, f"corr{i}")
             groups, d = corr.shape[0], corr.shape[-1]
             if isinstance(m, nn.Conv2d):
-                patches = F.unfold(x.to(corr.dtype), m.kernel_size, m.dilation, m.padding, m.stride)
+                stride = m.stride if self.patch_stride is None else self.patch_stride
+                patches = F.unfold(x.to(corr.dtype), m.kernel_size, m.dilation, m.padding, stride)
                 r = patches.reshape(groups, d, -1)  # channel-major, as the weight's (C_in / groups, kh, kw)
             else:
                 r = x.reshape(1, d, -1).to(corr.dtype)
-            corr.add_(r @ r.transpose(1, 2))
+            weight = 1.0 / self.a(progress, m) if self.recursion == "official" else 1.0
+            corr.add_(weight * (r @ r.transpose(1, 2)))
         self._pending.clear()
 
 
