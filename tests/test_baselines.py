@@ -351,16 +351,80 @@ def test_snas_temperature_schedules_are_the_official_ones():
     assert official.tau() == pytest.approx(0.03)  # floored at temp_min
 
 
-def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10():
-    """Official single level (train_search.py:450-513): one loss on the train batch, backward once, weights
-    clipped at 5 and alpha at 10, both optimizers step; the relaxed sample is softmax((alpha + G) / tau)."""
+def _official_snas_penalty(net, mixing, image_size, counts=(6, 2)):
+    """SNAS's reparametrization / log_penalty / separation 'all' restated (model_search.py:448-474, train_search.py
+    :425-427,444-445) on an 8-cell network: per cell sum_e (ln|R_size| + ln|R_flops| + ln|R_mac|) / 3 with
+    R = (op_cost * Z).sum(-1), |R| < 1 -> 1; normal / 6 + ratio * reduce / 2."""
+    from lightning_nas.methods.bilevel.snas_resource import snas_op_cost
+
+    totals = {"normal": 0.0, "reduce": 0.0}
+    for key, edges in net.edge_shapes(image_size):
+        weights = mixing[key]
+        parts = []
+        for table in range(3):
+            op_cost = torch.tensor([[snas_op_cost(op, *e)[table] for op in net.primitives] for e in edges],
+                                   dtype=weights.dtype)
+            resource = op_cost * weights
+            clean = resource.sum(-1).clone()
+            clean[torch.abs(resource.sum(-1)) < 1] = 1
+            parts.append(torch.log(torch.abs(clean)))
+        totals[key] = totals[key] + ((parts[0] + parts[1] + parts[2]) / 3).sum()
+    return totals["normal"] / counts[0] + 1.0 * totals["reduce"] / counts[1]
+
+
+def test_snas_op_costs_are_the_modules_sizes_and_multiply_adds():
+    """size = the op's conv weights and FLOPs = their multiply-adds (FlopCounterMode) for our DARTS and NB201 ops;
+    MAC as the official formulas (hand-computed values)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lightning_nas.methods.bilevel.snas_resource import snas_op_cost
+    from lightning_nas.search_spaces.darts.ops import make_op
+    from lightning_nas.search_spaces.nb201.ops import make_op as nb201_op
+
+    c, h = 8, 16
+    cases = [(op, s, make_op(op, c, s, affine=False)) for s in (1, 2)
+             for op in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")]
+    cases += [("skip_connect", 2, make_op("skip_connect", c, 2, affine=False))]
+    cases += [(op, 1, nb201_op(op, c, c, 1, affine=False)) for op in ("nor_conv_1x1", "nor_conv_3x3")]
+    for op, stride, module in cases:
+        size, flops, _ = snas_op_cost(op, c, h, stride)
+        convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert size == sum(m.weight.numel() for m in convs), op
+        with FlopCounterMode(display=False) as counter:
+            module.eval()(torch.zeros(1, c, h, h))
+        assert flops == counter.get_total_flops() // 2, (op, stride)
+    assert snas_op_cost("sep_conv_3x3", 16, 32, 1) == (800.0, 800.0 * 1024, 1024 * (7 * 16 + 16) + 800.0)
+    assert snas_op_cost("max_pool_3x3", 16, 32, 2) == (0.0, 9 * 256 * 16.0, 5 * 256 * 16.0)
+    assert snas_op_cost("skip_connect", 16, 32, 1) == (0.0, 0.0, 2 * 16 * 1024.0)
+
+
+def test_snas_resource_penalty_equals_the_official_log_penalty():
+    from lightning_nas.methods import SNAS
+
+    torch.manual_seed(0)
+    m = SNAS(supernet=partial(DartsSupernet, channels=4, layers=8, alpha_init_std=1.0), num_classes=10,
+             in_channels=3, resource_lambda=1.0).double()
+    mixing = m.sample(3)
+    ours = m.resource_penalty(mixing, 16)
+    official = _official_snas_penalty(m.supernet, mixing, 16)
+    torch.testing.assert_close(ours, official, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(ours, m.supernet.arch_parameters())
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("resource_lambda", [0.0, 0.5])
+def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10(resource_lambda):
+    """Official single level (train_search.py:450-513): one loss on the train batch (+ lambda * the log resource
+    penalty), backward once, weights clipped at 5 and alpha at 10, both optimizers step; the relaxed sample is
+    softmax((alpha + G) / tau)."""
     import copy
 
     from lightning_nas.methods import SNAS
     from lightning_nas.methods.bilevel.sampling import gumbel_noise
 
     torch.manual_seed(0)
-    m = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3, arch_grad_clip=1e-3).double()
+    m = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3, arch_grad_clip=1e-3,
+             resource_lambda=resource_lambda).double()
     ref = copy.deepcopy(m)
     w_opt = torch.optim.SGD(m.supernet.weight_parameters(), lr=0.1, momentum=0.9)
     a_opt = torch.optim.SGD(m.supernet.arch_parameters(), lr=0.5)
@@ -378,7 +442,11 @@ def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10()
     tau = 1 - 0.97 / 150
     mixing = {key: torch.softmax((a + gumbel_noise(a.shape, a.dtype, g)) / tau, -1)
               for key, a in zip(("normal", "reduce"), net.arch_parameters())}
-    F.cross_entropy(net(x, mixing=mixing), y).backward()
+    loss = F.cross_entropy(net(x, mixing=mixing), y)
+    if resource_lambda:
+        # the official divisors are the 8-cell network's 6 and 2; ours the cell counts (here 1 normal, 2 reduce)
+        loss = loss + resource_lambda * _official_snas_penalty(net, mixing, 8, counts=(1, 2))
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
     torch.nn.utils.clip_grad_norm_(net.arch_parameters(), 1e-3)
     torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9).step()

@@ -114,6 +114,11 @@ class Supernet(nn.Module):
         """The stacked cells (and reduction blocks) after ``stem``, in forward order."""
         raise NotImplementedError
 
+    def edge_shapes(self, image_size: int) -> list[tuple[str, list[tuple[int, int, int]]]]:
+        """Per cell in forward order, its cell type and, per edge, the (channels, input height, stride) its ops
+        run at on ``image_size`` images: what resource models (SNAS's) price an op by."""
+        raise NotImplementedError
+
     def path_mixing(self, path: Path) -> dict[str, torch.Tensor]:
         """One-hot mixing weights of a child (absent edges all zero): ``forward(x, mixing=path_mixing(p))``
         equals ``forward(x, path=p)`` while computing every op (the reference the sampling mode is tested on)."""

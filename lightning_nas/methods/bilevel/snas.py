@@ -24,8 +24,10 @@ Differences from the official code, by design: the Gumbel noise comes from ``ste
 rank); validation and test use ``softmax(alpha)`` (deterministic; the official evaluates samples); the genotype is
 the supernet's rule (NB201 per-edge argmax; on the DARTS space DARTS's top-2 rule, which the official code has as
 ``genotype()``: the child it logs, ``genotype_edge_all``, keeps all 14 edges, which the DARTS genotype cannot hold).
-Not offered yet: the resource constraint (``--resource_efficient``: log size / FLOPs / MAC penalty per edge, lambda
-1.5e-3 in the README command) and the search-time drop-path (0.3) of the README's DARTS-space command.
+The resource constraint (``resource_lambda`` > 0; official ``--resource_efficient --method reparametrization
+--log_penalty``, lambda 1.5e-3 in the README command, off in the code's defaults as here): ``snas_resource.py``; it
+enters the loss that trains alpha (single level: the one loss; bilevel: the architecture loss). Not offered yet: the
+search-time drop-path (0.3) of the README's DARTS-space command.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch import nn
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bilevel.frame import BilevelSearch
 from lightning_nas.methods.bilevel.sampling import relaxed_gumbel_sample
+from lightning_nas.methods.bilevel.snas_resource import cost_tables, log_resource_penalty
 
 #: SNAS's single-GPU alpha optimizer: plain SGD, lr 3e-4, no momentum, no weight decay
 SNAS_ARCH_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 3e-4}}
@@ -50,7 +53,8 @@ class SNAS(BilevelSearch):
 
     def __init__(self, *args: Any, arch_optimizer: OptimizerCallable = SNAS_ARCH_SGD,
                  levels: Literal["single", "bilevel"] = "single", tau_max: float = 1.0, tau_min: float = 0.03,
-                 tau_epochs: Optional[int] = 150, tau_shift: int = 1, arch_grad_clip: float = 10.0, **kwargs: Any):
+                 tau_epochs: Optional[int] = 150, tau_shift: int = 1, arch_grad_clip: float = 10.0,
+                 resource_lambda: float = 0.0, resource_ratio: float = 1.0, **kwargs: Any):
         """
         Args:
             arch_optimizer: alpha's optimizer (official single GPU: SGD 3e-4).
@@ -58,6 +62,8 @@ class SNAS(BilevelSearch):
             tau_max, tau_min, tau_epochs, tau_shift: the temperature schedule (module docstring); ``tau_epochs:
                 null`` anneals over the search's epochs.
             arch_grad_clip: max gradient norm of alpha (official 10); 0 disables it.
+            resource_lambda: weight of the log resource penalty (0: off, the code's default; README 1.5e-3).
+            resource_ratio: the reduction cells' weight in it (official ``--ratio`` 1).
         """
         super().__init__(*args, arch_optimizer=arch_optimizer, **kwargs)
         if levels not in ("single", "bilevel"):
@@ -67,6 +73,11 @@ class SNAS(BilevelSearch):
         if tau_epochs is not None and tau_epochs < 1 or tau_shift < 0 or arch_grad_clip < 0:
             raise ConfigError(f"need model.tau_epochs >= 1 (or null), tau_shift >= 0 and arch_grad_clip >= 0; got "
                               f"{tau_epochs}, {tau_shift}, {arch_grad_clip}")
+        if resource_lambda < 0 or resource_ratio < 0:
+            raise ConfigError(f"model.resource_lambda and resource_ratio must be >= 0, got {resource_lambda}, "
+                              f"{resource_ratio}")
+        self.resource_lambda, self.resource_ratio = resource_lambda, resource_ratio
+        self._costs: Optional[list[tuple[str, torch.Tensor]]] = None
         self.levels, self.tau_max, self.tau_min = levels, tau_max, tau_min
         self.tau_epochs, self.tau_shift, self.arch_grad_clip = tau_epochs, tau_shift, arch_grad_clip
 
@@ -88,8 +99,18 @@ class SNAS(BilevelSearch):
     def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.supernet(x, mixing=self.sample(SAMPLE_STREAM, detach=True))
 
+    def resource_penalty(self, mixing: dict[str, torch.Tensor], image_size: int) -> torch.Tensor:
+        """SNAS's log resource penalty of the sample ``mixing`` (costs priced once, at ``image_size``)."""
+        if self._costs is None:
+            self._costs = cost_tables(self.supernet.edge_shapes(image_size), self.supernet.primitives)
+        return log_resource_penalty(mixing, self._costs, self.resource_ratio)
+
     def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss(self.supernet(x, mixing=self.sample(ARCH_STREAM)), y)
+        mixing = self.sample(ARCH_STREAM)
+        loss = self.loss(self.supernet(x, mixing=mixing), y)
+        if self.resource_lambda:
+            loss = loss + self.resource_lambda * self.resource_penalty(mixing, x.shape[-1])
+        return loss
 
     def transform_arch_grads(self) -> None:
         if self.arch_grad_clip > 0:
@@ -105,11 +126,18 @@ class SNAS(BilevelSearch):
         a_opt.zero_grad(set_to_none=True)
         train_alpha = self.current_epoch >= self.warmup_epochs
         # one backward of the train loss on one sample fills both gradients (alpha's only when it trains)
-        self.weight_step(w_opt, lambda: self.supernet(x, mixing=self.sample(SAMPLE_STREAM, detach=not train_alpha)),
-                         y, self.grad_clip)
+        mixing = self.sample(SAMPLE_STREAM, detach=not train_alpha)
+        alphas = self.supernet.arch_parameters()
+        extra: list[Optional[torch.Tensor]] = [None] * len(alphas)
+        if train_alpha and self.resource_lambda:  # depends on alpha only: its gradient is added to the backward's
+            penalty = self.resource_penalty(mixing, x.shape[-1])
+            extra = list(torch.autograd.grad(self.resource_lambda * penalty, alphas, retain_graph=True,
+                                             allow_unused=True))
+            self.log("snas/resource_penalty", penalty.detach(), on_step=False, on_epoch=True)
+        self.weight_step(w_opt, lambda: self.supernet(x, mixing=mixing), y, self.grad_clip)
         if train_alpha:
-            alphas = self.supernet.arch_parameters()
-            grads = self._all_reduce_mean([torch.zeros_like(a) if a.grad is None else a.grad for a in alphas])
+            grads = [torch.zeros_like(a) if a.grad is None else a.grad for a in alphas]
+            grads = self._all_reduce_mean([g if e is None else g + e for g, e in zip(grads, extra)])
             for a, g in zip(alphas, grads):
                 a.grad = g
             self.transform_arch_grads()
@@ -122,4 +150,5 @@ class SNAS(BilevelSearch):
 
     def summary_extras(self) -> dict[str, Any]:
         return {"snas": {"levels": self.levels, "tau": {"max": self.tau_max, "min": self.tau_min,
-                                                        "epochs": self.tau_epochs, "shift": self.tau_shift}}}
+                                                        "epochs": self.tau_epochs, "shift": self.tau_shift},
+                         "resource": {"lambda": self.resource_lambda, "ratio": self.resource_ratio}}}

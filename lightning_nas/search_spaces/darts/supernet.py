@@ -55,6 +55,7 @@ class SearchCell(nn.Module):
         self.reduction = reduction
         self.steps = steps
         self.multiplier = multiplier
+        self.channels = channels // partial_channels  # what each edge's ops see
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
         else:
@@ -205,6 +206,16 @@ class DartsSupernet(Supernet):
         if edge_w is not None:
             mixing = {key: w * edge_w[key].unsqueeze(-1) for key, w in mixing.items()}
         return derive_genotype(mixing["normal"], mixing["reduce"], self.primitives, self.steps, self.multiplier, rule)
+
+    def edge_shapes(self, image_size: int) -> list[tuple[str, list[tuple[int, int, int]]]]:
+        """A reduction cell's edges from its two inputs run at stride 2, those from its nodes at half the size."""
+        out, h = [], image_size
+        for cell in self.cells:
+            edges = [(cell.channels, h if j < 2 or not cell.reduction else h // 2,
+                      2 if cell.reduction and j < 2 else 1) for i in range(self.steps) for j in range(2 + i)]
+            out.append(("reduce" if cell.reduction else "normal", edges))
+            h = h // 2 if cell.reduction else h
+        return out
 
     # ---- sampling mode ------------------------------------------------------------------------------
     def blocks(self) -> nn.ModuleList:

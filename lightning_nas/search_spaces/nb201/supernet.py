@@ -45,6 +45,7 @@ class MixedCell(nn.Module):
     def __init__(self, channels: int, primitives: Sequence[str], partial_channels: int = 1):
         super().__init__()
         c = channels // partial_channels
+        self.channels = c  # what each edge's ops see
         self.edges = nn.ModuleList(
             MixedOp((make_op(p, c, c, 1, affine=False) for p in primitives), primitives, partial_channels)
             for _ in EDGES)
@@ -161,3 +162,13 @@ class NB201Supernet(Supernet):
 
     def blocks(self) -> nn.ModuleList:
         return self.layers
+
+    def edge_shapes(self, image_size: int) -> list[tuple[str, list[tuple[int, int, int]]]]:
+        """Every edge at stride 1; each residual reduction between the stages halves the size."""
+        out, h = [], image_size
+        for layer in self.layers:
+            if isinstance(layer, MixedCell):
+                out.append(("cell", [(layer.channels, h, 1)] * len(EDGES)))
+            else:
+                h //= 2
+        return out
