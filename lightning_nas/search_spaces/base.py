@@ -55,10 +55,18 @@ class Supernet(nn.Module):
     ARCH_NAMES: tuple[str, ...] = ()
     primitives: Sequence[str]
     space: SearchSpace
+    #: PC-DARTS's options (see ``edge_weights`` and ``mixed_op``)
+    partial_channels: int = 1
+    edge_normalization: bool = False
 
     def space_id(self) -> str:
         """Identifies the space in checkpoints (a checkpoint of another space is refused)."""
         raise NotImplementedError
+
+    def pc_id(self) -> str:
+        """The PC-DARTS options as ``space_id`` names them (empty without them: older ids stay as they were)."""
+        return (f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else "") + \
+            (", edge_normalization" if self.edge_normalization else "")
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [getattr(self, name) for name in self.ARCH_NAMES]

@@ -71,9 +71,8 @@ class DARTS(BilevelSearch):
         original = [p.detach().clone() for p in weights]
         try:
             g_train = torch.autograd.grad(self._train_loss(x_t, y_t), weights, allow_unused=True)
-            step = official_unrolled_step if self.unroll == "official" else sgd_unrolled_step
             with torch.no_grad():
-                scales = step(opt, weights, g_train)
+                scales = sgd_unrolled_step(opt, weights, g_train, self.unroll)
             loss_val = self.arch_loss(x_v, y_v)
             grads = torch.autograd.grad(loss_val, alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[:len(alphas)])]
@@ -123,35 +122,17 @@ def check_unrollable(opt: torch.optim.Optimizer, unroll: str = "exact") -> None:
                           "dampening: set the weight optimizer's dampening to 0, or model.unroll exact")
 
 
-def official_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
-                           grads: tuple[Optional[torch.Tensor], ...]) -> list[float]:
-    """DARTS's ``_compute_unrolled_model`` (and AutoDL's DARTS-V2) in place: ``w - lr (mu buf + g + wd w)`` with the
-    optimizer's momentum buffer (zero before the first step; nesterov ignored); returns ``lr`` per parameter (0
-    for a parameter without a gradient, left alone)."""
-    check_unrollable(opt, "official")
-    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
-    scales = []
-    for p, g in zip(params, grads):
-        if g is None:
-            scales.append(0.0)
-            continue
-        group = group_of[id(p)]
-        lr, mu, wd = float(group["lr"]), float(group.get("momentum", 0.0)), float(group.get("weight_decay", 0.0))
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        moment = mu * buf if buf is not None else torch.zeros_like(p)
-        p.sub_(lr * (moment + g + wd * p))
-        scales.append(lr)
-    return scales
-
-
 def sgd_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
-                      grads: tuple[Optional[torch.Tensor], ...]) -> list[float]:
+                      grads: tuple[Optional[torch.Tensor], ...], rule: str = "exact") -> list[float]:
     """Apply to ``params`` (in place) the step ``torch.optim.SGD.step`` would take with ``grads``, leaving the
     optimizer's state untouched, and return per parameter ``lr * c`` = d w' / d grad (0 for a parameter without a
     gradient, which SGD skips). With d = g + wd w: no momentum: d (c = 1); first step (no buffer): buf = d,
     nesterov d + mu buf (c = 1 + mu) else buf (c = 1); later: buf = mu buf + (1 - dampening) d, nesterov
-    d + mu buf (c = 1 + mu (1 - dampening)) else buf (c = 1 - dampening)."""
-    check_unrollable(opt)
+    d + mu buf (c = 1 + mu (1 - dampening)) else buf (c = 1 - dampening).
+
+    ``rule="official"``: DARTS's ``_compute_unrolled_model`` (and AutoDL's DARTS-V2) instead, ``mu buf + g + wd w``
+    with the optimizer's momentum buffer (zero before the first step; nesterov ignored), c = 1."""
+    check_unrollable(opt, rule)
     group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
     scales = []
     for p, g in zip(params, grads):
@@ -164,7 +145,9 @@ def sgd_unrolled_step(opt: torch.optim.Optimizer, params: list[torch.Tensor],
             float(group.get("weight_decay", 0.0))
         d = g + wd * p if wd else g
         buf = opt.state.get(p, {}).get("momentum_buffer")
-        if mu == 0:
+        if rule == "official":
+            step, c = (d if buf is None else mu * buf + d), 1.0
+        elif mu == 0:
             step, c = d, 1.0
         elif buf is None:
             step, c = (d + mu * d, 1.0 + mu) if nesterov else (d, 1.0)

@@ -164,9 +164,7 @@ class DartsSupernet(Supernet):
     ARCH_NAMES: tuple[str, ...] = ("alpha_normal", "alpha_reduce")  # deterministic order
 
     def space_id(self) -> str:
-        pc = (f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else "") + \
-            (", edge_normalization" if self.edge_normalization else "")
-        return f"DartsSupernet(primitives={list(self.primitives)}, steps={self.steps}{pc})"
+        return f"DartsSupernet(primitives={list(self.primitives)}, steps={self.steps}{self.pc_id()})"
 
     def edge_weights(self) -> Optional[dict[str, torch.Tensor]]:
         if not self.edge_normalization:

@@ -124,9 +124,7 @@ class NB201Supernet(Supernet):
             self.ARCH_NAMES = ("alpha", "beta")
 
     def space_id(self) -> str:
-        pc = (f", partial_channels={self.partial_channels}" if self.partial_channels > 1 else "") + \
-            (", edge_normalization" if self.edge_normalization else "")
-        return f"NB201Supernet(primitives={list(self.primitives)}{pc})"
+        return f"NB201Supernet(primitives={list(self.primitives)}{self.pc_id()})"
 
     def edge_weights(self) -> Optional[dict[str, torch.Tensor]]:
         if not self.edge_normalization:
