@@ -664,3 +664,34 @@ def test_gdas_darts_space_genotype_pools_op_input_pairs_as_autodl():
     assert m.genotype().normal[:2] == ((names[3], 0), (names[4], 0))
     m.genotype_rule = "darts"
     assert m.genotype() == m.supernet.genotype() != m.supernet.genotype(rule="pooled")
+
+
+def test_snas_drop_path_drops_each_edge_output_while_training_only():
+    """SNAS's search cell (model_search.py:96-106): every edge's mixed output drop-pathed per sample in training."""
+    from lightning_nas.methods import SNAS
+    from lightning_nas.search_spaces.mixed_op import drop_path
+
+    torch.manual_seed(0)
+    m = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3, drop_path=0.3).double()
+    net = m.supernet
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    torch.manual_seed(5)
+    ours = net(x)
+    torch.manual_seed(5)
+    mixing = net.mixing_weights()
+    s0 = s1 = net.stem(x)
+    for cell in net.cells:
+        w = mixing["reduce" if cell.reduction else "normal"]
+        states, offset = [cell.preprocess0(s0), cell.preprocess1(s1)], 0
+        for _ in range(cell.steps):
+            s = 0
+            for j, h in enumerate(states):
+                s = s + drop_path(cell.edges[offset + j](h, w[offset + j]), 0.3)
+            offset += len(states)
+            states.append(s)
+        s0, s1 = s1, torch.cat(states[-cell.multiplier:], dim=1)
+    torch.testing.assert_close(ours, net.classifier(net.global_pooling(s1).flatten(1)), rtol=0, atol=0)
+    net.eval()
+    plain = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3).double().eval()
+    plain.load_state_dict(m.state_dict())
+    torch.testing.assert_close(net(x), plain.supernet(x), rtol=0, atol=0)  # evaluation: no drop-path

@@ -58,6 +58,9 @@ class Supernet(nn.Module):
     #: PC-DARTS's options (see ``edge_weights`` and ``mixed_op``)
     partial_channels: int = 1
     edge_normalization: bool = False
+    #: drop-path probability of each edge's mixed output in the soft forward while training (SNAS's search; a method
+    #: sets it, 0 = off)
+    drop_path_prob: float = 0.0
 
     def space_id(self) -> str:
         """Identifies the space in checkpoints (a checkpoint of another space is refused)."""

@@ -22,6 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Drop a whole path per sample with probability ``drop_prob``, rescaling survivors (DARTS ``utils``)."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle (PC-DARTS ``channel_shuffle``): (B, g*c, H, W) -> channels interleaved."""
     b, c, h, w = x.shape

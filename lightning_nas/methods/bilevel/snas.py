@@ -26,8 +26,9 @@ the supernet's rule (NB201 per-edge argmax; on the DARTS space DARTS's top-2 rul
 ``genotype()``: the child it logs, ``genotype_edge_all``, keeps all 14 edges, which the DARTS genotype cannot hold).
 The resource constraint (``resource_lambda`` > 0; official ``--resource_efficient --method reparametrization
 --log_penalty``, lambda 1.5e-3 in the README command, off in the code's defaults as here): ``snas_resource.py``; it
-enters the loss that trains alpha (single level: the one loss; bilevel: the architecture loss). Not offered yet: the
-search-time drop-path (0.3) of the README's DARTS-space command.
+enters the loss that trains alpha (single level: the one loss; bilevel: the architecture loss). The
+search-time drop-path (0.3) of the README's DARTS-space command is ``drop_path``: each edge's mixed output is
+drop-pathed per sample while training (the official ``isinstance(op, Identity)`` test never holds for a mixed op).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class SNAS(BilevelSearch):
     def __init__(self, *args: Any, arch_optimizer: OptimizerCallable = SNAS_ARCH_SGD,
                  levels: Literal["single", "bilevel"] = "single", tau_max: float = 1.0, tau_min: float = 0.03,
                  tau_epochs: Optional[int] = 150, tau_shift: int = 1, arch_grad_clip: float = 10.0,
-                 resource_lambda: float = 0.0, resource_ratio: float = 1.0, **kwargs: Any):
+                 resource_lambda: float = 0.0, resource_ratio: float = 1.0, drop_path: float = 0.0, **kwargs: Any):
         """
         Args:
             arch_optimizer: alpha's optimizer (official single GPU: SGD 3e-4).
@@ -64,6 +65,7 @@ class SNAS(BilevelSearch):
             arch_grad_clip: max gradient norm of alpha (official 10); 0 disables it.
             resource_lambda: weight of the log resource penalty (0: off, the code's default; README 1.5e-3).
             resource_ratio: the reduction cells' weight in it (official ``--ratio`` 1).
+            drop_path: per-sample drop-path probability of each edge's output while training (README: 0.3).
         """
         super().__init__(*args, arch_optimizer=arch_optimizer, **kwargs)
         if levels not in ("single", "bilevel"):
@@ -76,7 +78,10 @@ class SNAS(BilevelSearch):
         if resource_lambda < 0 or resource_ratio < 0:
             raise ConfigError(f"model.resource_lambda and resource_ratio must be >= 0, got {resource_lambda}, "
                               f"{resource_ratio}")
-        self.resource_lambda, self.resource_ratio = resource_lambda, resource_ratio
+        if not 0 <= drop_path < 1:
+            raise ConfigError(f"model.drop_path must be in [0, 1), got {drop_path}")
+        self.resource_lambda, self.resource_ratio, self.drop_path = resource_lambda, resource_ratio, drop_path
+        self.supernet.drop_path_prob = drop_path
         self._costs: Optional[list[tuple[str, torch.Tensor]]] = None
         self.levels, self.tau_max, self.tau_min = levels, tau_max, tau_min
         self.tau_epochs, self.tau_shift, self.arch_grad_clip = tau_epochs, tau_shift, arch_grad_clip
@@ -151,4 +156,5 @@ class SNAS(BilevelSearch):
     def summary_extras(self) -> dict[str, Any]:
         return {"snas": {"levels": self.levels, "tau": {"max": self.tau_max, "min": self.tau_min,
                                                         "epochs": self.tau_epochs, "shift": self.tau_shift},
-                         "resource": {"lambda": self.resource_lambda, "ratio": self.resource_ratio}}}
+                         "resource": {"lambda": self.resource_lambda, "ratio": self.resource_ratio},
+                         "drop_path": self.drop_path}}

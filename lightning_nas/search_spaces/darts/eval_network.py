@@ -13,13 +13,7 @@ from torch import nn
 
 from lightning_nas.search_spaces.darts.genotype import Genotype
 from lightning_nas.search_spaces.darts.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
-
-
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Drop a whole path per sample with probability ``drop_prob``, rescaling survivors (DARTS ``utils``)."""
-    keep = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x / keep * mask
+from lightning_nas.search_spaces.mixed_op import drop_path
 
 
 class EvalCell(nn.Module):

@@ -32,7 +32,7 @@ from lightning_nas.search_spaces.base import Path, Supernet, check_partial_chann
 from lightning_nas.search_spaces.darts.genotype import Genotype, derive_genotype
 from lightning_nas.search_spaces.darts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from lightning_nas.search_spaces.darts.space import DartsSpace, num_edges
-from lightning_nas.search_spaces.mixed_op import MixedOp
+from lightning_nas.search_spaces.mixed_op import MixedOp, drop_path
 
 
 def darts_mixed_op(channels: int, stride: int, primitives: Sequence[str], partial_channels: int = 1) -> MixedOp:
@@ -68,16 +68,18 @@ class SearchCell(nn.Module):
                 self.edges.append(darts_mixed_op(channels, stride, primitives, partial_channels))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Node i sums its edges' mixed ops, each times its edge weight with edge normalisation (PC-DARTS)."""
+                edge_weights: Optional[torch.Tensor] = None, drop_prob: float = 0.0) -> torch.Tensor:
+        """Node i sums its edges' mixed ops, each times its edge weight with edge normalisation (PC-DARTS); while
+        training with ``drop_prob`` > 0 each edge's output is drop-pathed (SNAS's search, ``model_search.py:104``)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            if edge_weights is None:
-                s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
-            else:
-                s = sum(edge_weights[offset + j] * self.edges[offset + j](h, weights[offset + j])
-                        for j, h in enumerate(states))
+            s = 0
+            for j, h in enumerate(states):
+                out = self.edges[offset + j](h, weights[offset + j])
+                if self.training and drop_prob > 0:
+                    out = drop_path(out, drop_prob)
+                s = s + (out if edge_weights is None else edge_weights[offset + j] * out)
             offset += len(states)
             states.append(s)
         return torch.cat(states[-self.multiplier:], dim=1)
@@ -193,7 +195,7 @@ class DartsSupernet(Supernet):
                 mixing = self.mixing_weights()
             for cell in self.cells:
                 key = "reduce" if cell.reduction else "normal"
-                s0, s1 = s1, cell(s0, s1, mixing[key], edge_w and edge_w[key])
+                s0, s1 = s1, cell(s0, s1, mixing[key], edge_w and edge_w[key], self.drop_path_prob)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None, rule: str = "darts") -> Genotype:

@@ -29,7 +29,7 @@ from torch import nn
 
 from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.base import Path, Supernet, check_partial_channels, check_primitives, node_softmax
-from lightning_nas.search_spaces.mixed_op import MixedOp
+from lightning_nas.search_spaces.mixed_op import MixedOp, drop_path
 from lightning_nas.search_spaces.nb201.arch import EDGES, NUM_NODES, NB201Arch, arch_from_mixing
 from lightning_nas.search_spaces.nb201.network import build_stages
 from lightning_nas.search_spaces.nb201.ops import PRIMITIVES, make_op
@@ -59,14 +59,16 @@ class MixedCell(nn.Module):
             if new != key[len(prefix):]:
                 state_dict[prefix + new] = state_dict.pop(key)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, edge_weights: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, edge_weights: Optional[torch.Tensor] = None,
+                drop_prob: float = 0.0) -> torch.Tensor:
         nodes = [x]
         k = 0
         for to in range(1, NUM_NODES):
             total = 0
             for j in range(to):
                 out = self.edges[k + j](nodes[j], weights[k + j])
+                if self.training and drop_prob > 0:
+                    out = drop_path(out, drop_prob)
                 total = total + (out if edge_weights is None else edge_weights[k + j] * out)
             nodes.append(total)
             k += to
@@ -149,7 +151,7 @@ class NB201Supernet(Supernet):
         else:
             weights = (mixing if mixing is not None else self.mixing_weights())["cell"]
             for layer in self.layers:
-                x = layer(x, weights, edge_w) if isinstance(layer, MixedCell) else layer(x)
+                x = layer(x, weights, edge_w, self.drop_path_prob) if isinstance(layer, MixedCell) else layer(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1))
 
     def genotype(self, mixing: Optional[dict[str, torch.Tensor]] = None, rule: str = "darts") -> NB201Arch:
