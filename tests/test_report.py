@@ -32,7 +32,8 @@ def test_report_groups_runs_and_writes_an_offline_page(runs, tmp_path, capsys):
     md = out.with_suffix(".md").read_text()
     page = build([runs])
     names = [g["name"] for g in page["groups"]]
-    assert page["runs_count"] == 3 and "all groups" in names
+    assert page["runs_count"] == 3 and "all groups" in names and page["group_count"] == 2  # the overlay is no group
+    assert "3 runs in 2 groups" in html
     nb201 = next(g for g in page["groups"] if "NB201Supernet" in g["name"])
     held_out = next(m for m in nb201["metrics"] if m["label"].startswith("final held-out"))
     assert held_out["n"] == 2 and "±" in held_out["value"] and nb201["best"]["seed"] in (0, 1)
@@ -49,6 +50,10 @@ def test_report_groups_by_a_config_key_and_refuses_an_empty_folder(runs, tmp_pat
     assert {g["name"] for g in page["groups"]} >= {"DARTS | 0", "DARTS | 1", "DARTS | 2"}
     assert main(["report", str(tmp_path / "nothing_here"), "--out", str(tmp_path / "r.html")]) == 2
     assert "no run directories" in capsys.readouterr().err
+    # a key no run has is an error, not one group "None"
+    assert main(["report", str(runs), "--group-by", "model.init_args.nonexistent", "--out",
+                 str(tmp_path / "r.html")]) == 2
+    assert "--group-by model.init_args.nonexistent: no run has it" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")

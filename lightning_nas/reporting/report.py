@@ -43,7 +43,7 @@ pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 11px; } 
 .figs img { display: inline-block; vertical-align: top; max-width: 49%; }
 </style></head><body>
 <h1>{{ title }}</h1>
-<p>{{ runs_count }} runs in {{ groups|length }} groups (grouped by {{ group_by|join(" × ") }}). Numbers are
+<p>{{ runs_count }} runs in {{ group_count }} groups (grouped by {{ group_by|join(" × ") }}). Numbers are
 mean ± std over a group's runs; the best run is named with its seed, not reported as the group's result.</p>
 {% if benchmark %}<section id="benchmark"><h2>{{ benchmark.space }} benchmark: the final cells' test accuracy</h2>
 <p>From {{ benchmark.source }}; ours are mean ± std over the runs, published rows below with their sources.</p>
@@ -113,6 +113,7 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
+            "group_count": len(groups),
             "groups": views, "run_dirs": [str(r.path) for r in runs], "benchmark": benchmark_table(groups)}
 
 

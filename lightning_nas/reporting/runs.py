@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import yaml
 
+from lightning_nas.errors import ConfigError
+
 #: the default grouping: one group per method x search space x dataset
 DEFAULT_GROUP_BY = ("method", "space", "dataset")
 #: final metrics of a group's table: (label, how to read it from a run)
@@ -130,6 +132,11 @@ def load_run(path: Path) -> Run:
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, list[Run]]:
+    """Runs by their values of ``keys``; a key no run has is refused (it would silently make one group)."""
+    for key in keys:
+        if runs and all(run.get(key) is None for run in runs):
+            raise ConfigError(f"--group-by {key}: no run has it; use summary fields (method, space, dataset, seed) or "
+                              "a dotted key of the runs' config.yaml (e.g. model.init_args.order)")
     groups: dict[str, list[Run]] = {}
     for run in runs:
         name = " | ".join(f"{run.get(k)}" for k in keys)
