@@ -109,3 +109,15 @@ def test_report_lays_out_the_benchmark_table_with_the_published_rows(runs, tmp_p
     md = out.with_suffix(".md").read_text()
     assert "## NB201 benchmark" in md and "| GDAS (published) | 93.61 ± 0.09 |" in md
     assert 'class="benchmark"' in out.read_text()
+
+
+def test_pc_darts_supernets_group_apart_from_plain_ones():
+    from pathlib import Path
+
+    from lightning_nas.reporting.runs import Run
+
+    pc = Run(Path("a"), {"space": "NB201Supernet(primitives=['none', 'skip_connect'], partial_channels=4, "
+                                  "edge_normalization)"}, {})
+    plain = Run(Path("b"), {"space": "NB201Supernet(primitives=['none', 'skip_connect'])"}, {})
+    assert pc.get("space") == "NB201Supernet (partial_channels=4, edge_normalization)"
+    assert plain.get("space") == "NB201Supernet"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +61,10 @@ class Run:
             return (self.summary.get("data") or {}).get("dataset")
         if key == "method":
             return self.short_method
-        if key == "space":
-            return str(self.summary.get("space")).split("(")[0]
+        if key == "space":  # the supernet class, with the options that make another supernet (PC-DARTS's)
+            space_id = str(self.summary.get("space"))
+            options = re.findall(r"partial_channels=\d+|edge_normalization", space_id)
+            return space_id.split("(")[0] + (f" ({', '.join(options)})" if options else "")
         if key in self.summary:
             return self.summary[key]
         node: Any = self.config
