@@ -471,7 +471,7 @@ def test_baseline_tiny_configs_repeat(config, tmp_path, capsys):
     assert_same_weights(runs[0] / "checkpoints" / "last.ckpt", runs[1] / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.parametrize("config", ["drnas_nb201", "snas"])
+@pytest.mark.parametrize("config", ["drnas_nb201", "snas", "gdas_nb201"])
 def test_baseline_resume_mid_epoch_equals_uninterrupted(config, tmp_path, capsys):
     from cli_utils import assert_same_weights, uninterrupted_and_resumed
 
@@ -479,7 +479,7 @@ def test_baseline_resume_mid_epoch_equals_uninterrupted(config, tmp_path, capsys
     assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.parametrize("config", ["drnas_nb201", "snas_nb201", "pc_darts_nb201"])
+@pytest.mark.parametrize("config", ["drnas_nb201", "snas_nb201", "pc_darts_nb201", "darts_pt_nb201"])
 def test_baselines_on_two_ddp_processes_hold_identical_alphas(config, tmp_path):
     """Samples come from (seed, step): both ranks draw alike and keep identical architecture parameters."""
     from cli_utils import run_two_process_ddp
@@ -606,7 +606,8 @@ def test_darts_pt_starts_from_another_search_and_refuses_a_bad_checkpoint(tmp_pa
     ckpt = search / "checkpoints" / "last.ckpt"
     pt = run_in_process("fit", "--config", str(REPO / "experiments" / "tiny" / "darts_pt_nb201.yaml"), "--run.root",
                         str(tmp_path / "pt"), "--model.init_args.init_from", str(ckpt),
-                        "--model.init_args.search_epochs", "0", "--trainer.max_epochs", "10", capsys=capsys)
+                        "--model.init_args.search_epochs", "0", "--trainer.max_epochs", "10",
+                        "--model.init_args.proj_batches", "null", capsys=capsys)  # the whole held-out split
     assert len(json.loads((pt / "summary.json").read_text())["darts_pt"]["decisions"]) == 6
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")

@@ -142,9 +142,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         """The images the weights train on."""
         raise NotImplementedError
 
-    def fixed_val_batches(self, n: int, batch_size: Optional[int] = None) -> list[dict]:
-        """The first ``n`` held-out batches (``batch_size``, default the eval batch size; unshuffled), the same on
-        every rank: a fixed probe set for analysis callbacks."""
+    def fixed_val_batches(self, n: Optional[int], batch_size: Optional[int] = None) -> list[dict]:
+        """The first ``n`` held-out batches (all with ``n=None``; ``batch_size``, default the eval batch size;
+        unshuffled), the same on every rank: a fixed probe set for analysis callbacks and selection."""
         return self._fixed_batches(self._heldout(), n, batch_size)
 
     def fixed_train_batches(self, n: int, batch_size: Optional[int] = None) -> list[dict]:
@@ -152,10 +152,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         rank: BN re-calibration of single-path children, training-loss probes."""
         return self._fixed_batches(self._training_split(), n, batch_size)
 
-    def _fixed_batches(self, split: ImageData, n: int, batch_size: Optional[int] = None) -> list[dict]:
+    def _fixed_batches(self, split: ImageData, n: Optional[int], batch_size: Optional[int] = None) -> list[dict]:
         stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
                                   batch_size or self.eval_batch_size, self.seed, shuffle=False)
-        return [batch for _, batch in zip(range(n), stream)]
+        return list(stream) if n is None else [batch for _, batch in zip(range(n), stream)]
 
     def device_batches(self, batches: list[dict], trainer: pl.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``fixed_*_batches`` moved to the trainer's device and normalised, as (x, y) pairs. The strategy's

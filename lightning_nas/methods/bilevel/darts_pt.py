@@ -30,7 +30,6 @@ updates them); ``proj_batches`` may score on fewer held-out batches than the who
 
 from __future__ import annotations
 
-import math
 from pathlib import Path as FilePath
 from typing import Any, Literal, Optional
 
@@ -163,8 +162,7 @@ class DartsPT(DARTS):
             if not isinstance(dm, SearchDataModule):
                 raise ConfigError("DartsPT scores on the held-out split: use lightning_nas.data.datamodules."
                                   "SearchDataModule")
-            n = self.proj_batches or math.ceil(len(dm._heldout()) / dm.eval_batch_size)
-            self._probe = dm.device_batches(dm.fixed_val_batches(n), self.trainer)
+            self._probe = dm.device_batches(dm.fixed_val_batches(self.proj_batches), self.trainer)
         return self._probe
 
     @torch.no_grad()
