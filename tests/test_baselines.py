@@ -696,3 +696,16 @@ def test_snas_drop_path_drops_each_edge_output_while_training_only():
     plain = SNAS(supernet=SPACES["darts"], num_classes=10, in_channels=3).double().eval()
     plain.load_state_dict(m.state_dict())
     torch.testing.assert_close(net(x), plain.supernet(x), rtol=0, atol=0)  # evaluation: no drop-path
+
+
+def test_darts_pt_search_epochs_follow_their_own_cosine():
+    """The supernet part is the official supernet run: its cosine spans search_epochs, not the whole run."""
+    m, _, _ = _pt("nb201")
+    m.search_epochs = 100
+    opt = torch.optim.SGD(m.supernet.weight_parameters(), lr=0.025)
+    sched = m.weight_schedule(opt, None, 0.001)
+    assert sched.T_max == 100
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)

@@ -18,7 +18,9 @@ inputs (NB201: 6 and 0 -> 25 epochs; DARTS: 14 and 3 -> 81). Decisions come at t
 
 Cell types decide in turn (normal, then reduce, each seeing the other's decisions so far), as the official loop.
 
-Between decisions both the weights and alpha keep training on the projected weights (the DARTS first-order step):
+The search epochs follow DARTS's cosine over ``search_epochs`` (the official supernet run's own 100- or 50-epoch
+schedule). Between decisions both the weights and alpha keep training on the projected weights (the DARTS first-order
+step):
 the weight optimizer restarts at ``tune_lr`` (official: 0.025 / 10, fresh momentum) with no schedule; alpha keeps its
 optimizer. The genotype is derived from the projected weights.
 
@@ -105,8 +107,17 @@ class DartsPT(DARTS):
 
     # ---- starting from another search ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit" and self.init_from is not None:
             self.load_supernet(self.init_from)
+
+    def weight_schedule(self, opt: torch.optim.Optimizer, factory: Any, eta_min: float) -> Any:
+        """DARTS's cosine over the ``search_epochs`` only (the official supernet run's own schedule); tuning runs at
+        ``tune_lr``."""
+        if factory is not None:
+            return super().weight_schedule(opt, factory, eta_min)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(max(self.search_epochs, 1)),
+                                                          eta_min=eta_min)
 
     def load_supernet(self, path: str) -> None:
         """The supernet weights and alphas of another search's checkpoint (``weights_only``: no code runs)."""
