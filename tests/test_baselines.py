@@ -709,3 +709,114 @@ def test_darts_pt_search_epochs_follow_their_own_cosine():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.001)
+
+
+# ---- DrNAS progressive ---------------------------------------------------------------------------------------------
+def _official_prune(x, num_keep, mask):
+    """DrNAS utils.prune restated (reset=False)."""
+    x = x.clone()
+    if mask is not None:
+        x.data[~mask] -= 1000000
+    src, index = x.topk(k=num_keep, dim=-1)
+    x.data.copy_(torch.zeros_like(x).scatter(dim=1, index=index, src=src))
+    return x, torch.zeros_like(x, dtype=torch.bool).scatter(dim=1, index=index, src=torch.ones_like(src,
+                                                                                                      dtype=torch.bool))
+
+
+def test_drnas_pruning_and_masked_samples_equal_the_official_ones():
+    from torch.distributions import Dirichlet
+
+    from lightning_nas.methods.bilevel.drnas import masked, prune_mask
+    from lightning_nas.methods.bilevel.sampling import dirichlet_rsample
+
+    torch.manual_seed(0)
+    alpha = torch.randn(14, 7, dtype=torch.float64)
+    first, mask = _official_prune(alpha, 5, None)
+    ours, our_mask = prune_mask(alpha, torch.ones_like(alpha, dtype=torch.bool), 5)
+    assert torch.equal(ours, first) and torch.equal(our_mask, mask)
+    second, mask2 = _official_prune(first, 3, mask)  # a pruned op never comes back
+    ours2, our_mask2 = prune_mask(ours, our_mask, 3)
+    assert torch.equal(ours2, second) and torch.equal(our_mask2, mask2) and not (mask2 & ~mask).any()
+    # process_step_vector(x, 'dirichlet', mask): the sample zeroed outside the mask and renormalised
+    c = F.elu(ours2) + 1
+    torch.manual_seed(3)
+    official = []
+    for row, m in zip(c, mask2):
+        out = Dirichlet(row).rsample()
+        pruned = torch.zeros_like(out)
+        pruned[m] = out[m]
+        official.append(pruned / pruned.sum())
+    sample = masked(dirichlet_rsample(c, torch.Generator().manual_seed(3)), mask2)
+    torch.testing.assert_close(sample, torch.stack(official), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("op_name", ["sep_conv_3x3", "dil_conv_5x5", "skip_connect", "nor_conv_3x3"])
+def test_net2wider_copies_channels_and_their_momentum(op_name):
+    """Widening keeps the old channels' weights, fills new ones with copies of the logged channels (DrNAS's
+    InChannelWider / OutChannelWider / BNWider, no rescaling), and the momentum buffers follow the same indices."""
+    from lightning_nas.methods.bilevel.net2wider import remap_momentum, widen_op
+    from lightning_nas.search_spaces.darts.supernet import darts_mixed_op
+    from lightning_nas.search_spaces.nb201.ops import make_op as nb201_op
+
+    torch.manual_seed(0)
+    stride = 2 if op_name == "skip_connect" else 1
+    if op_name.startswith("nor_"):
+        op = nb201_op(op_name, 4, 4, 1, affine=False)
+    else:
+        op = darts_mixed_op(4, stride, [op_name]).ops[0]
+    params = list(op.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    op(torch.randn(2, 4, 8, 8)).square().mean().backward()
+    opt.step()
+    before = {id(p): p.detach().clone() for p in params}
+    buffers = {id(p): opt.state[p]["momentum_buffer"].clone() for p in params}
+    log = []
+    widen_op(op, 8, torch.Generator().manual_seed(1), log)
+    remap_momentum(opt, log)
+    assert op(torch.randn(2, 8, 8, 8)).shape[1] == 8
+    assert [p is q for p, q in zip(op.parameters(), params)] == [True] * len(params)  # the optimizer keeps them
+    for p in params:
+        old, buf = before[id(p)], buffers[id(p)]
+        for q, dim, index in log:  # replay the widenings on the saved copies
+            if q is p:
+                old, buf = old.index_select(dim, index), buf.index_select(dim, index)
+        assert torch.equal(p.detach(), old) and torch.equal(opt.state[p]["momentum_buffer"], buf)
+        assert p.shape != before[id(p)].shape
+    pool = darts_mixed_op(4, 1, ["max_pool_3x3"]).ops[0]  # no parameters: its BN statistics follow
+    widen_op(pool, 8, torch.Generator().manual_seed(1), [])
+    assert pool(torch.randn(2, 8, 8, 8)).shape[1] == 8 and pool[1].running_mean.shape == (8,)
+
+
+def test_progressive_drnas_prunes_widens_and_resumes_across_the_stage(tmp_path, capsys):
+    from cli_utils import assert_same_weights, uninterrupted_and_resumed
+
+    config = REPO / "experiments" / "tiny" / "drnas_progressive.yaml"
+    full, resumed, _ = uninterrupted_and_resumed(config, 7, tmp_path, capsys)  # stopped in the second stage
+    assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["drnas"]["stages"]["reached"] == 1 and "partial_channels" not in summary["space"]  # K = 1
+    ckpt = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in ("normal", "reduce"):
+        mask = ckpt["state_dict"][f"op_mask_{key}"]
+        assert mask.sum(-1).tolist() == [4] * 14
+        alpha = ckpt["state_dict"][f"supernet.alpha_{key}"]
+        ops = list(json.loads((full / "genotype.json").read_text())["genotype"][key])
+        primitives = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                      "dil_conv_3x3", "dil_conv_5x5"]
+        offsets = [0, 2, 5, 9]
+        for pos, (op, j) in enumerate(ops):
+            assert mask[offsets[pos // 2] + j, primitives.index(op)], (key, op, j)  # only kept ops are chosen
+        assert alpha[~mask].abs().max() < 1.0  # pruned alphas were zeroed, then moved only by the anchor
+
+
+def test_progressive_drnas_refuses_ddp():
+    from types import SimpleNamespace
+
+    from lightning_nas.errors import ConfigError
+    from lightning_nas.methods import DrNAS
+
+    m = DrNAS(supernet=partial(DartsSupernet, channels=4, layers=3, partial_channels=2), num_classes=10,
+              in_channels=3, stage_epochs=[1, 1], stage_partial_channels=[2, 1], stage_keep=[8, 4])
+    m._trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(ConfigError, match="one device"):
+        m.setup("fit")

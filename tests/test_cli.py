@@ -35,7 +35,7 @@ DISCRETE_TINY = {"naswot_nb201", "rea_nb201", "random_search_nb201", "area_nb201
 # and MF-KD configs need the teacher that teacher_nb201 trains first)
 OWN_TEST_TINY = {"landscape_retrain", "teacher_nb201", "distill_nb201", "mfkd_nb201", "bo_nb201", "beta_darts_nb201",
                  "gdas_nb201", "gdas", "drnas_nb201", "drnas", "snas_nb201", "snas", "pc_darts", "pc_darts_nb201",
-                 "darts_pt_nb201"}
+                 "darts_pt_nb201", "drnas_progressive"}
 TINY = sorted(c for c in (REPO / "experiments" / "tiny").glob("*.yaml") if c.stem not in DISCRETE_TINY | OWN_TEST_TINY)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_nas.errors import ConfigError
+from lightning_nas.search_spaces.mixed_op import MixedOp
 from lightning_nas.search_spaces.space import Path, SearchSpace
 
 
@@ -124,6 +125,19 @@ class Supernet(nn.Module):
     def blocks(self) -> nn.ModuleList:
         """The stacked cells (and reduction blocks) after ``stem``, in forward order."""
         raise NotImplementedError
+
+    def repartition(self, k: int, widen: Callable[[nn.Module, int], None]) -> None:
+        """PC-DARTS's K becomes ``k``: every edge's ops go from C/K to C/k channels through ``widen(op, channels)``
+        (DrNAS's progressive search widens them with net2net copies)."""
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                full = m.channels * m.partial_channels
+                if full % k:
+                    raise ConfigError(f"partial_channels {k} does not divide an edge's {full} channels")
+                for op in m.ops:
+                    widen(op, full // k)
+                m.channels, m.partial_channels = full // k, k
+        self.partial_channels = k
 
     def edge_shapes(self, image_size: int) -> list[tuple[str, list[tuple[int, int, int]]]]:
         """Per cell in forward order, its cell type and, per edge, the (channels, input height, stride) its ops

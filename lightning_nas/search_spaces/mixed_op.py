@@ -39,11 +39,12 @@ class MixedOp(nn.Module):
     """Candidate ops of one edge (``ops``, in the supernet's primitive order) and which of them are ``none``."""
 
     def __init__(self, ops: Iterable[nn.Module], primitives: Sequence[str], partial_channels: int = 1,
-                 stride: int = 1):
+                 stride: int = 1, channels: int = 0):
+        """``channels``: what the ops see (C / ``partial_channels``), for resource models and widening."""
         super().__init__()
         self.ops = nn.ModuleList(ops)
         self.is_zero: list[bool] = [name == "none" for name in primitives]
-        self.partial_channels, self.stride = partial_channels, stride
+        self.partial_channels, self.stride, self.channels = partial_channels, stride, channels
         if len(self.ops) != len(self.is_zero):
             raise ValueError(f"{len(self.ops)} ops for {len(self.is_zero)} primitives")
 

@@ -107,6 +107,10 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         grads = torch.autograd.grad(loss, self.supernet.arch_parameters())
         return list(grads), loss.detach()
 
+    def trains_architecture(self) -> bool:
+        """Whether this step trains alpha: after ``warmup_epochs`` (DrNAS's stages add their own warm-up)."""
+        return self.current_epoch >= self.warmup_epochs
+
     def transform_arch_grads(self) -> None:
         """Called between the all-reduce of the alpha gradients (in ``.grad``) and the architecture optimizer's
         step; a no-op here (SNAS clips them)."""
@@ -155,7 +159,7 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         self.sync_lr_schedule()  # DARTS steps the schedule at epoch start
         x_t, y_t = batch["train"]
         x_v, y_v = batch["val"]
-        if self.current_epoch >= self.warmup_epochs:
+        if self.trains_architecture():
             arch_loss = self.architecture_step(x_t, y_t, x_v, y_v)
             self.arch_loss_mean.update(arch_loss)
             self.log("search/arch_loss", self.arch_loss_mean, on_step=False, on_epoch=True)

@@ -108,7 +108,7 @@ class GDAS(BilevelSearch):
         x_t, y_t = batch["train"]
         x_v, y_v = batch["val"]
         self.weight_step(self.optimizers()[0], lambda: self.weight_logits(x_t, y_t), y_t, self.grad_clip)
-        if self.current_epoch >= self.warmup_epochs:
+        if self.trains_architecture():
             self.arch_loss_mean.update(self.architecture_step(x_t, y_t, x_v, y_v))
             self.log("search/arch_loss", self.arch_loss_mean, on_step=False, on_epoch=True)
 

@@ -129,7 +129,7 @@ class SNAS(BilevelSearch):
         x, y = batch["train"]
         w_opt, a_opt = self.optimizers()
         a_opt.zero_grad(set_to_none=True)
-        train_alpha = self.current_epoch >= self.warmup_epochs
+        train_alpha = self.trains_architecture()
         # one backward of the train loss on one sample fills both gradients (alpha's only when it trains)
         mixing = self.sample(SAMPLE_STREAM, detach=not train_alpha)
         alphas = self.supernet.arch_parameters()

@@ -43,7 +43,7 @@ def darts_mixed_op(channels: int, stride: int, primitives: Sequence[str], partia
     for name in primitives:
         op = make_op(name, c, stride, affine=False)
         ops.append(nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op)
-    return MixedOp(ops, primitives, partial_channels, stride)
+    return MixedOp(ops, primitives, partial_channels, stride, c)
 
 
 class SearchCell(nn.Module):
@@ -55,7 +55,6 @@ class SearchCell(nn.Module):
         self.reduction = reduction
         self.steps = steps
         self.multiplier = multiplier
-        self.channels = channels // partial_channels  # what each edge's ops see
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
         else:
@@ -211,8 +210,8 @@ class DartsSupernet(Supernet):
         """A reduction cell's edges from its two inputs run at stride 2, those from its nodes at half the size."""
         out, h = [], image_size
         for cell in self.cells:
-            edges = [(cell.channels, h if j < 2 or not cell.reduction else h // 2,
-                      2 if cell.reduction and j < 2 else 1) for i in range(self.steps) for j in range(2 + i)]
+            edges = [(edge.channels, h if j < 2 or not cell.reduction else h // 2, 2 if cell.reduction and j < 2 else 1)
+                     for edge, j in zip(cell.edges, (j for i in range(self.steps) for j in range(2 + i)))]
             out.append(("reduce" if cell.reduction else "normal", edges))
             h = h // 2 if cell.reduction else h
         return out

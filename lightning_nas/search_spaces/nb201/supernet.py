@@ -45,9 +45,8 @@ class MixedCell(nn.Module):
     def __init__(self, channels: int, primitives: Sequence[str], partial_channels: int = 1):
         super().__init__()
         c = channels // partial_channels
-        self.channels = c  # what each edge's ops see
         self.edges = nn.ModuleList(
-            MixedOp((make_op(p, c, c, 1, affine=False) for p in primitives), primitives, partial_channels)
+            MixedOp((make_op(p, c, c, 1, affine=False) for p in primitives), primitives, partial_channels, 1, c)
             for _ in EDGES)
         self._register_load_state_dict_pre_hook(self._rename_old_keys)
 
@@ -168,7 +167,7 @@ class NB201Supernet(Supernet):
         out, h = [], image_size
         for layer in self.layers:
             if isinstance(layer, MixedCell):
-                out.append(("cell", [(layer.channels, h, 1)] * len(EDGES)))
+                out.append(("cell", [(edge.channels, h, 1) for edge in layer.edges]))
             else:
                 h //= 2
         return out
