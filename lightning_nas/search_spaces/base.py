@@ -142,7 +142,8 @@ class Supernet(nn.Module):
     def edge_shapes(self, image_size: int) -> list[tuple[str, list[tuple[int, int, int]]]]:
         """Per cell in forward order, its cell type and, per edge, the (channels, input height, stride) its ops
         run at on ``image_size`` images: what resource models (SNAS's) price an op by."""
-        raise NotImplementedError
+        raise ConfigError(f"{type(self).__name__} does not give its edges' shapes, which SNAS's resource constraint "
+                          "prices: implement Supernet.edge_shapes, or set model.resource_lambda 0")
 
     def path_mixing(self, path: Path) -> dict[str, torch.Tensor]:
         """One-hot mixing weights of a child (absent edges all zero): ``forward(x, mixing=path_mixing(p))``
