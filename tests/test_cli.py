@@ -122,6 +122,9 @@ def test_resume_equals_uninterrupted(config, stop_after, tmp_path, capsys):
     assert_same_weights(full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_from"] == str(mid)
+    # the wall time adds up over the segments: the checkpoint's time so far plus the resumed segment's
+    earlier = torch.load(mid, weights_only=True)["callbacks"]["RunArtifacts"]["wall_time_s"]
+    assert earlier > 0 and summary["wall_time_s"] == pytest.approx(earlier + summary["segment_wall_time_s"], abs=0.01)
 
 
 @pytest.mark.parametrize("config, optimizer_steps", [(TINY1, 2), (REPO / "experiments" / "tiny" /

@@ -48,7 +48,7 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"genotype": summary.get("genotype"), "metrics": metrics,
                            "extras": {k: v for k, v in summary.items()
                                       if k not in ("metrics", "versions", "git_revision", "wall_time_s",
-                                                   "resumed_from", "genotype")}}
+                                                   "segment_wall_time_s", "resumed_from", "genotype")}}
     lines = run_dir / "genotypes.jsonl"
     if lines.is_file():
         out["genotypes"] = [json.loads(line)["text"] for line in lines.read_text().splitlines()]

@@ -33,6 +33,7 @@ class RunArtifacts(Callback):
         self.run_dir = Path(run_dir)
         self.subcommand, self.seed, self.git, self.resumed_from = subcommand, seed, git, resumed_from
         self._start = time.time()
+        self._earlier_s = 0.0  # wall time of the segments before a resume, up to the checkpoint resumed from
         self.best_val: Optional[dict[str, float]] = None  # the best val/acc of the fit and its epoch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -44,11 +45,17 @@ class RunArtifacts(Callback):
         if self.subcommand == "validate":
             self._finish(trainer, pl_module)
 
+    def wall_time_s(self) -> float:
+        """The run's wall time so far, over every segment (a resumed run adds its segment to the time the
+        checkpoint it resumed from had taken), so that s/step divides the whole run's time by its steps."""
+        return self._earlier_s + time.time() - self._start
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best_val": self.best_val}
+        return {"best_val": self.best_val, "wall_time_s": self.wall_time_s()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_val = state_dict.get("best_val")
+        self._earlier_s = float(state_dict.get("wall_time_s") or 0.0)
 
     def _genotype_record(self, pl_module: pl.LightningModule, epoch: int) -> Optional[dict[str, Any]]:
         if not isinstance(pl_module, NASModule):
@@ -91,7 +98,8 @@ class RunArtifacts(Callback):
             "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
             "best_val_acc": self.best_val,
             "genotype": record["text"] if record else None,
-            "wall_time_s": round(time.time() - self._start, 3),
+            "wall_time_s": round(self.wall_time_s(), 3),  # every segment of a resumed run
+            "segment_wall_time_s": round(time.time() - self._start, 3),  # this process's
             "versions": library_versions(),
             "git_revision": self.git,
             "resumed_from": self.resumed_from,
