@@ -381,11 +381,17 @@ class _DropTips(logging.Filter):
 
 
 def _check_checkpoint_file(ckpt_path: Any) -> None:
-    """Refuse, before anything is built or written, a --ckpt_path that is missing or not a whole checkpoint."""
-    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+    """Refuse, before anything is built or written, a --ckpt_path that is missing or not a whole checkpoint, and
+    Lightning's keywords: every run has a directory of its own, so ``last`` (or ``best``, ``hpc``, ``registry``)
+    would look in the new run's empty one and silently start a fresh run."""
+    hint = "pass checkpoints/last.ckpt (or a best-*.ckpt) of a lightning_nas run directory"
+    if ckpt_path and str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        raise CheckpointError(f"--ckpt_path {ckpt_path} would start a fresh run (each run writes a directory of its "
+                              f"own, where Lightning finds no '{ckpt_path}' checkpoint): {hint}, as the resume command "
+                              "a run prints")
+    if not ckpt_path:
         return
     path = Path(str(ckpt_path))
-    hint = "pass checkpoints/last.ckpt (or a best-*.ckpt) of a lightning_nas run directory"
     if not path.is_file():
         raise CheckpointError(f"--ckpt_path {path} does not exist: {hint}")
     try:

@@ -167,6 +167,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("DrNAS stage epochs not max_epochs", ["--config", TINY_DRNAS, f"{M}stage_epochs", "[1, 2]",
                                                f"{M}stage_partial_channels", "[1, 1]", f"{M}stage_keep", "[5, 3]"],
          "set trainer.max_epochs 3"),
+        ("Lightning's --ckpt_path last", ["--config", TINY, "--ckpt_path", "last"], "would start a fresh run"),
         ("official unroll with dampening", ["--config", TINY2, f"{M}unroll", "official",
                                             f"{M}weight_optimizer.init_args.dampening", "0.1"], "dampening"),
         ("unknown unroll", ["--config", TINY2, f"{M}unroll", "nesterov"], "unroll"),
