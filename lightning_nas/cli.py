@@ -222,7 +222,7 @@ class NASCLI(LightningCLI):
     def _resumed_run_dir(self, ckpt_path: Any) -> Optional[Path]:
         """The run directory a ``fit --ckpt_path`` continues: the checkpoint's own run when it is
         ``<run>/checkpoints/*.ckpt`` of a lightning_nas run (it has ``config.yaml``), else None (a new run)."""
-        if self.subcommand != "fit" or not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        if self.subcommand != "fit" or not ckpt_path:  # Lightning's keywords were refused at parse time
             return None
         path = Path(str(ckpt_path))
         run_dir = path.parent.parent
@@ -384,13 +384,13 @@ def _check_checkpoint_file(ckpt_path: Any) -> None:
     """Refuse, before anything is built or written, a --ckpt_path that is missing or not a whole checkpoint, and
     Lightning's keywords: every run has a directory of its own, so ``last`` (or ``best``, ``hpc``, ``registry``)
     would look in the new run's empty one and silently start a fresh run."""
+    if not ckpt_path:
+        return
     hint = "pass checkpoints/last.ckpt (or a best-*.ckpt) of a lightning_nas run directory"
-    if ckpt_path and str(ckpt_path) in ("last", "best", "hpc", "registry"):
+    if str(ckpt_path) in ("last", "best", "hpc", "registry"):
         raise CheckpointError(f"--ckpt_path {ckpt_path} would start a fresh run (each run writes a directory of its "
                               f"own, where Lightning finds no '{ckpt_path}' checkpoint): {hint}, as the resume command "
                               "a run prints")
-    if not ckpt_path:
-        return
     path = Path(str(ckpt_path))
     if not path.is_file():
         raise CheckpointError(f"--ckpt_path {path} does not exist: {hint}")

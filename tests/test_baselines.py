@@ -79,9 +79,9 @@ def test_beta_darts_tiny_config_logs_the_schedule(tmp_path, capsys):
 
 
 # ---- GDAS ------------------------------------------------------------------------------------------------------
-def _official_nb201_hard_forward(net: NB201Supernet, x: torch.Tensor, hard: torch.Tensor, index: list[int]):
-    """AutoDL's NB201 GDAS forward restated (search_model_gdas.py / search_cells.py:72-86): per edge
-    sum_k (hardwts[k] * op_k(x) if k == argmax else hardwts[k]); nodes sum their edges."""
+def _nb201_forward(net: NB201Supernet, x: torch.Tensor, edge) -> torch.Tensor:
+    """The NAS-Bench-201 network with every cell's edge ``k`` on node ``h`` computed by ``edge(cell, k, h)``; nodes
+    sum their incoming edges (AutoDL's and DrNAS's search cells)."""
     from lightning_nas.search_spaces.nb201.supernet import MixedCell
 
     h = net.stem(x)
@@ -91,15 +91,17 @@ def _official_nb201_hard_forward(net: NB201Supernet, x: torch.Tensor, hard: torc
             continue
         nodes, k = [h], 0
         for to in range(1, 4):
-            inter = []
-            for j in range(to):
-                edge = layer.edges[k + j]
-                inter.append(sum(hard[k + j, i] * op(nodes[j]) if i == index[k + j] else hard[k + j, i]
-                                 for i, op in enumerate(edge.ops)))
-            nodes.append(sum(inter))
+            nodes.append(sum([edge(layer, k + j, nodes[j]) for j in range(to)]))
             k += to
         h = nodes[-1]
     return net.classifier(net.global_pooling(net.head(h)).flatten(1))
+
+
+def _official_nb201_hard_forward(net: NB201Supernet, x: torch.Tensor, hard: torch.Tensor, index: list[int]):
+    """AutoDL's NB201 GDAS forward restated (search_model_gdas.py / search_cells.py:72-86): per edge
+    sum_k (hardwts[k] * op_k(x) if k == argmax else hardwts[k]); nodes sum their edges."""
+    return _nb201_forward(net, x, lambda cell, k, h: sum(hard[k, i] * op(h) if i == index[k] else hard[k, i]
+                                                         for i, op in enumerate(cell.edges[k].ops)))
 
 
 def test_gdas_hard_sample_is_straight_through_gumbel_max():
@@ -255,21 +257,8 @@ def test_partial_channel_nb201_cell_equals_drnas_partial_channel_cell():
     torch.manual_seed(0)
     net = NB201Supernet(10, 3, channels=4, cells_per_stage=1, alpha_init_std=1.0, partial_channels=2).double()
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
-    from lightning_nas.search_spaces.nb201.supernet import MixedCell
-
     weights = torch.softmax(net.alpha, -1)
-    h = net.stem(x)
-    for layer in net.layers:
-        if not isinstance(layer, MixedCell):
-            h = layer(h)
-            continue
-        nodes, k = [h], 0
-        for to in range(1, 4):
-            nodes.append(sum(_official_pc_mixed_op(layer.edges[k + j], nodes[j], weights[k + j], 2, 1)
-                             for j in range(to)))
-            k += to
-        h = nodes[-1]
-    official = net.classifier(net.global_pooling(net.head(h)).flatten(1))
+    official = _nb201_forward(net, x, lambda cell, k, h: _official_pc_mixed_op(cell.edges[k], h, weights[k], 2, 1))
     torch.testing.assert_close(net(x), official, rtol=1e-12, atol=1e-14)
 
 
@@ -294,7 +283,7 @@ def test_drnas_alpha_gradient_equals_the_official_dirichlet_loss(space, reg_type
 
     torch.manual_seed(0)
     m = DrNAS(supernet=SPACES[space], num_classes=10, in_channels=3, reg_type=reg_type, reg_scale=0.5).double()
-    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(11)
+    m.step_generator = lambda stream: torch.Generator().manual_seed(11)
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
     grads, loss = m.architecture_gradient(x, y, x, y)
 
@@ -433,7 +422,7 @@ def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10(r
     m.clip_gradients = lambda opt, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
         [p for g in opt.param_groups for p in g["params"]], gradient_clip_val)
     m.sync_lr_schedule = m.log = lambda *a, **k: None
-    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(5)
+    m.step_generator = lambda stream: torch.Generator().manual_seed(5)
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
     m.training_step({"train": (x, y)}, 0)
 
@@ -530,7 +519,7 @@ def test_darts_pt_op_decision_equals_the_official_projection(crit):
     renormalising), score, keep the op whose removal hurts most (strict compare: the lowest index on ties)."""
     m, x, y = _pt("nb201", crit)
     m.op_choice["cell"][1] = 2  # an edge decided earlier stays one-hot
-    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(3)
+    m.step_generator = lambda stream: torch.Generator().manual_seed(3)
     undecided = [0, 2, 3, 4, 5]
     edge = undecided[int(torch.randint(len(undecided), (1,), generator=torch.Generator().manual_seed(3)))]
     net = m.supernet
@@ -555,7 +544,7 @@ def test_darts_pt_topology_decision_equals_the_official_project_edge():
     m, x, y = _pt("darts", "loss")
     for key in ("normal", "reduce"):
         m.op_choice[key] = {e: 1 + e % 6 for e in range(14)}
-    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(4)
+    m.step_generator = lambda stream: torch.Generator().manual_seed(4)
     g = torch.Generator().manual_seed(4)
     nodes = m.supernet.space.input_choices()
     expected: dict[str, list[int]] = {"normal": [], "reduce": []}

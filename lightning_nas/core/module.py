@@ -186,13 +186,11 @@ class NASModule(pl.LightningModule):
     def after_weight_step(self) -> None:
         """Called by ``weight_step`` after the optimizer step; a no-op here."""
 
-    def step_generator(self, stream: int = 0, device: Optional[torch.device] = None) -> torch.Generator:
-        """A generator (CPU, or on ``device``) seeded by (``self.seed``, global step, stream): every rank draws the
-        same perturbations, neighbours and sampled children at the same step, and a resumed run draws what the
-        uninterrupted one would have. A device generator draws there without a host round trip (same on every
-        rank of one device type)."""
-        return torch.Generator(device=device or "cpu").manual_seed(
-            mix_seed(getattr(self, "seed", 0), self.global_step, stream))
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,
+        neighbours and sampled children at the same step, and a resumed run draws what the uninterrupted one
+        would have."""
+        return torch.Generator().manual_seed(mix_seed(getattr(self, "seed", 0), self.global_step, stream))
 
     def weight_schedule(self, opt: torch.optim.Optimizer, factory: Any, eta_min: float) -> Any:
         """The weight-LR schedule: ``factory(opt)`` from the config, else cosine to ``eta_min`` over max_epochs

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Optional
 
+from lightning_nas.tabular.nb201 import canonical_dataset
+
 #: the datasets of a row, as the benchmark table names them
 DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 
@@ -24,8 +26,6 @@ class PublishedRow:
 
 def published_nb201() -> list[PublishedRow]:
     """The shipped anchors, in the file's order."""
-    from lightning_nas.tabular.nb201 import canonical_dataset
-
     text = resources.files("lightning_nas.tabular").joinpath("data/nb201_published.json").read_text()
     rows = json.loads(text)["rows"]
     def stat(value: list) -> tuple[float, Optional[float]]:

@@ -191,8 +191,16 @@ class DartsPT(DARTS):
         self.supernet.train(was_training)
         return (correct if self.proj_crit == "acc" else loss) / max(total, 1)
 
-    def _removal_hurts_more(self, crit: float, best: Optional[float]) -> bool:
-        return best is None or (crit < best if self.proj_crit == "acc" else crit > best)
+    def _hurts_more(self, crit: float, best: float) -> bool:
+        """The official ``compare``: a lower accuracy (a higher loss) than ``best``, strictly."""
+        return crit < best if self.proj_crit == "acc" else crit > best
+
+    def _score_without(self, key: str, index: tuple) -> float:
+        """The score with ``index`` of cell type ``key``'s projected weights set to 0 (no renormalising)."""
+        mixing = {k: v.detach() for k, v in self.projected_mixing().items()}
+        mixing[key] = mixing[key].clone()
+        mixing[key][index] = 0
+        return self.score(mixing)
 
     def decide(self, kind: str, tune_epoch: int) -> None:
         """One decision per cell type (``op`` or ``edge``), recorded in ``decisions``."""
@@ -203,10 +211,8 @@ class DartsPT(DARTS):
                 edge = undecided[uniform_index(len(undecided), g)]
                 best_op, best = 0, None
                 for op in range(len(self.supernet.primitives)):
-                    mixing = {k: v.detach().clone() for k, v in self.projected_mixing().items()}
-                    mixing[key][edge, op] = 0
-                    crit = self.score(mixing)
-                    if self._removal_hurts_more(crit, best):
+                    crit = self._score_without(key, (edge, op))
+                    if best is None or self._hurts_more(crit, best):  # strict: the lower op index on ties
                         best_op, best = op, crit
                 self.op_choice[key][edge] = best_op
                 self.decisions.append({"epoch": tune_epoch, "kind": "op", "cell": key, "edge": edge,
@@ -218,11 +224,8 @@ class DartsPT(DARTS):
                 while len(kept) > self.supernet.space.inputs_kept:
                     drop, best = kept[0], None
                     for e in kept:
-                        mixing = {k: v.detach().clone() for k, v in self.projected_mixing().items()}
-                        mixing[key][e] = 0
-                        crit = self.score(mixing)
-                        # official: `not compare(crit, extrema)`, so a later edge wins a tie
-                        if best is None or not (crit < best if self.proj_crit == "acc" else crit > best):
+                        crit = self._score_without(key, (e,))
+                        if best is None or not self._hurts_more(crit, best):  # official `not compare`: later wins
                             drop, best = e, crit
                     kept.remove(drop)
                     self.dropped[key].append(drop)
