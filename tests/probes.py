@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.callbacks.host_sync import HostSyncCounter
 from lightning_nas.checkpointing import AtomicCheckpointIO
 from lightning_nas.methods.single_path.projection import GradientProjector
 
@@ -149,3 +150,13 @@ class StateRecorder(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         torch.save(state, f"{self.prefix}.rank{trainer.global_rank}.epoch{trainer.current_epoch}.pt")
+
+
+class RecordedHostSyncs(HostSyncCounter):
+    """``HostSyncCounter`` whose instances the test reads back (``RecordedHostSyncs.last``)."""
+
+    last: RecordedHostSyncs | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        RecordedHostSyncs.last = self

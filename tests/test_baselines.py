@@ -109,7 +109,7 @@ def test_gdas_hard_sample_is_straight_through_gumbel_max():
 
     alpha = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     hard, index = gumbel_hard_sample(alpha, 0.5, torch.Generator().manual_seed(3))
-    assert torch.equal(hard.detach().argmax(-1), torch.tensor(index))
+    assert torch.equal(hard.detach().argmax(-1), index)
     off = torch.ones_like(hard, dtype=torch.bool)
     off[range(6), index] = False
     assert torch.all(hard.detach()[off] == 0)
@@ -283,7 +283,7 @@ def test_drnas_alpha_gradient_equals_the_official_dirichlet_loss(space, reg_type
 
     torch.manual_seed(0)
     m = DrNAS(supernet=SPACES[space], num_classes=10, in_channels=3, reg_type=reg_type, reg_scale=0.5).double()
-    m.step_generator = lambda stream: torch.Generator().manual_seed(11)
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(11)
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
     grads, loss = m.architecture_gradient(x, y, x, y)
 
@@ -422,7 +422,7 @@ def test_snas_single_level_step_is_one_backward_for_both_and_clips_alpha_at_10(r
     m.clip_gradients = lambda opt, gradient_clip_val, gradient_clip_algorithm: torch.nn.utils.clip_grad_norm_(
         [p for g in opt.param_groups for p in g["params"]], gradient_clip_val)
     m.sync_lr_schedule = m.log = lambda *a, **k: None
-    m.step_generator = lambda stream: torch.Generator().manual_seed(5)
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(5)
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(10, (4,))
     m.training_step({"train": (x, y)}, 0)
 
@@ -519,7 +519,7 @@ def test_darts_pt_op_decision_equals_the_official_projection(crit):
     renormalising), score, keep the op whose removal hurts most (strict compare: the lowest index on ties)."""
     m, x, y = _pt("nb201", crit)
     m.op_choice["cell"][1] = 2  # an edge decided earlier stays one-hot
-    m.step_generator = lambda stream: torch.Generator().manual_seed(3)
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(3)
     undecided = [0, 2, 3, 4, 5]
     edge = undecided[int(torch.randint(len(undecided), (1,), generator=torch.Generator().manual_seed(3)))]
     net = m.supernet
@@ -544,7 +544,7 @@ def test_darts_pt_topology_decision_equals_the_official_project_edge():
     m, x, y = _pt("darts", "loss")
     for key in ("normal", "reduce"):
         m.op_choice[key] = {e: 1 + e % 6 for e in range(14)}
-    m.step_generator = lambda stream: torch.Generator().manual_seed(4)
+    m.step_generator = lambda stream, device=None: torch.Generator().manual_seed(4)
     g = torch.Generator().manual_seed(4)
     nodes = m.supernet.space.input_choices()
     expected: dict[str, list[int]] = {"normal": [], "reduce": []}

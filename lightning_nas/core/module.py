@@ -186,11 +186,13 @@ class NASModule(pl.LightningModule):
     def after_weight_step(self) -> None:
         """Called by ``weight_step`` after the optimizer step; a no-op here."""
 
-    def step_generator(self, stream: int = 0) -> torch.Generator:
-        """A CPU generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,
+    def step_generator(self, stream: int = 0, device: Optional[torch.device] = None) -> torch.Generator:
+        """A generator seeded by (``self.seed``, global step, stream): every rank draws the same perturbations,
         neighbours and sampled children at the same step, and a resumed run draws what the uninterrupted one
-        would have."""
-        return torch.Generator().manual_seed(mix_seed(getattr(self, "seed", 0), self.global_step, stream))
+        would have. On the CPU by default (the same draws on every machine); ``device``: on that device, for draws
+        that depend on device values (a GPU's generator gives other numbers than the CPU's for the same seed)."""
+        seed = mix_seed(getattr(self, "seed", 0), self.global_step, stream)
+        return torch.Generator(device=device or "cpu").manual_seed(seed)
 
     def weight_schedule(self, opt: torch.optim.Optimizer, factory: Any, eta_min: float) -> Any:
         """The weight-LR schedule: ``factory(opt)`` from the config, else cosine to ``eta_min`` over max_epochs

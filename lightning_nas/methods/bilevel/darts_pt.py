@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_nas.core.child_eval import frozen_bn_stats
+from lightning_nas.core.host_reads import host_read
 from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.bilevel.darts import DARTS
@@ -177,6 +178,7 @@ class DartsPT(DARTS):
         return self._probe
 
     @torch.no_grad()
+    @host_read("DARTS-PT decides an op or an edge by comparing held-out scores on the host")
     def score(self, mixing: dict[str, torch.Tensor]) -> float:
         """Held-out accuracy or loss of the supernet with ``mixing`` (train-mode BN, running stats untouched)."""
         correct, loss, total = 0.0, 0.0, 0

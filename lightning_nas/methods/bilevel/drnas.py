@@ -26,11 +26,12 @@ schedule continues over all epochs), and alpha is frozen for each stage's first 
 the genotype and the evaluation use the masked, renormalised weights. A stage replaces parameters mid-run, which
 DDP's reducer cannot follow: a progressive search runs on one device (refused otherwise).
 
-Differences from the official code, by design: samples come from ``step_generator`` (the same on every DDP rank;
-the official draws from the global RNG, one ``Dirichlet`` per edge row: the same numbers under the same RNG state,
-tested); validation and test use the Dirichlet mean (deterministic; the official evaluates a fresh sample per
-batch); the weight step's clip norm covers the weights only (official NB201: ``clip_grad_norm_(model.parameters())``
-also counts the alpha gradient of the weight loss, alpha being a module parameter there); the widening's random
+Differences from the official code, by design: samples come from ``step_generator`` on the run's device (the same
+on every DDP rank; the official draws from the global RNG, one ``Dirichlet`` per edge row: the same numbers under
+the same RNG state, tested; a GPU's generator draws other numbers than the CPU's); validation and test use the
+Dirichlet mean (deterministic; the official evaluates a fresh sample per batch); the weight step's clip norm covers
+the weights only (official NB201: ``clip_grad_norm_(model.parameters())`` also counts the alpha gradient of the
+weight loss, alpha being a module parameter there); the widening's random
 channels come from the run's seeded generator. Not offered: the second-order ``--unrolled`` option.
 """
 
@@ -62,8 +63,7 @@ def concentration(alpha: torch.Tensor) -> torch.Tensor:
 def prune_mask(alpha: torch.Tensor, mask: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """DrNAS's ``prune`` (``utils.py:197-207``): the ``keep`` largest alphas per row among the unpruned ones;
     returns (new alpha: kept values, 0 elsewhere; new mask)."""
-    scores = alpha.detach().clone()
-    scores[~mask] -= 1e6
+    scores = torch.where(mask, alpha.detach(), alpha.detach() - 1e6)
     src, index = scores.topk(keep, dim=-1)
     new_alpha = torch.zeros_like(alpha).scatter(1, index, src)
     return new_alpha, torch.zeros_like(mask).scatter(1, index, torch.ones_like(index, dtype=torch.bool))
@@ -77,7 +77,9 @@ def masked(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def dirichlet_kl_to_uniform(alphas: list[torch.Tensor]) -> torch.Tensor:
     """``sum_edges KL(Dir(elu(alpha)+1) || Dir(1))`` over every edge of every cell type."""
-    return sum(kl_divergence(Dirichlet(concentration(a)), Dirichlet(torch.ones_like(a))).sum() for a in alphas)
+    # validate_args=False: the concentrations are positive by construction, and checking reads them on the host
+    return sum(kl_divergence(Dirichlet(concentration(a), validate_args=False),
+                             Dirichlet(torch.ones_like(a), validate_args=False)).sum() for a in alphas)
 
 
 class DrNAS(BilevelSearch):
@@ -199,7 +201,7 @@ class DrNAS(BilevelSearch):
     # ---- sampling ----------------------------------------------------------------------------------------------
     def sample(self, stream: int, detach: bool = False) -> dict[str, torch.Tensor]:
         """One Dirichlet sample of op weights per cell type, from (seed, step, stream); pruned ops 0, renormalised."""
-        g = self.step_generator(stream)
+        g = self.step_generator(stream, device=self.device)  # on a GPU sampled there: no host round trip
         masks = self.op_masks()
         out = {}
         for key, a in self.supernet.arch_logits().items():

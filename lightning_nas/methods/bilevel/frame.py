@@ -69,7 +69,8 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
         self._ddp_params_and_buffers_to_ignore = names
         self.init_accuracy_metrics(num_classes)
-        self.arch_loss_mean, self.weight_loss_mean = MeanMetric(), MeanMetric()
+        # nan_strategy "disable": dropping NaN would read every loss on the host; FiniteCheck stops a diverged run
+        self.arch_loss_mean, self.weight_loss_mean = (MeanMetric(nan_strategy="disable") for _ in range(2))
 
     # ---- identity --------------------------------------------------------------------------------------
     def space_id(self) -> str:

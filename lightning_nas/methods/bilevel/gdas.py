@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.strategies import DDPStrategy
 
+from lightning_nas.core.host_reads import host_read
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bilevel.frame import BilevelSearch
 from lightning_nas.methods.bilevel.sampling import gumbel_noise
@@ -37,17 +38,21 @@ from lightning_nas.search_spaces.space import Path
 WEIGHT_STREAM, ARCH_STREAM = 31, 37
 
 
-def gumbel_hard_sample(alpha: torch.Tensor, tau: float, generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-    """One GDAS draw per row of ``alpha`` (edges x ops): the straight-through hard weights and the drawn ops. The
-    Gumbel noise is drawn on the CPU from ``generator``; a draw with inf or NaN is redrawn."""
+def gumbel_hard_sample(alpha: torch.Tensor, tau: float, generator: torch.Generator
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GDAS draw per row of ``alpha`` (edges x ops): the straight-through hard weights and the drawn ops (on
+    alpha's device). The Gumbel noise is drawn on the CPU from ``generator``; a draw with inf is redrawn (official
+    ``search_cells.py``: ``while True`` until neither the noise nor the softmax has inf or NaN; the softmax of a
+    finite alpha plus finite noise is always finite, so checking the noise, on the host, decides the same; a
+    non-finite alpha, on which the official loop never ends, is the divergence check's to stop)."""
     while True:
         gumbels = gumbel_noise(alpha.shape, alpha.dtype, generator)
-        probs = F.softmax((alpha.log_softmax(-1) + gumbels.to(alpha.device)) / tau, dim=-1)
-        if bool(torch.isfinite(gumbels).all()) and bool(torch.isfinite(probs).all()):
+        if bool(torch.isfinite(gumbels).all()):
             break
+    probs = F.softmax((alpha.log_softmax(-1) + gumbels.to(alpha.device)) / tau, dim=-1)
     index = probs.argmax(-1)
     hard = F.one_hot(index, alpha.shape[-1]).to(probs) - probs.detach() + probs
-    return hard, index.tolist()
+    return hard, index
 
 
 class GDAS(BilevelSearch):
@@ -86,11 +91,12 @@ class GDAS(BilevelSearch):
         """Hard weights and drawn ops per cell type, from (seed, step, stream): the same on every rank."""
         g = self.step_generator(stream)
         tau = self.tau()
-        mixing, path = {}, {}
+        mixing, picks = {}, {}
         for key, alpha in self.supernet.arch_logits().items():
-            hard, index = gumbel_hard_sample(alpha.detach() if detach else alpha, tau, g)
-            mixing[key], path[key] = hard, tuple(index)
-        return mixing, path
+            mixing[key], picks[key] = gumbel_hard_sample(alpha.detach() if detach else alpha, tau, g)
+        with host_read("GDAS runs only the drawn op of each edge: the host needs the draw (one read per sample)"):
+            drawn = torch.stack(list(picks.values())).tolist()
+        return mixing, {key: tuple(ops) for key, ops in zip(picks, drawn)}
 
     def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         mixing, path = self.sample(WEIGHT_STREAM, detach=True)

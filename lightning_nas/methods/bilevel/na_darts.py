@@ -14,10 +14,11 @@ The neighbour sampler is ``neighbour_mixing`` (override it to try another neighb
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
+from lightning_nas.core.host_reads import host_read
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bilevel.darts import DARTS
 from lightning_nas.search_spaces.neighbourhood import neighbour_moves, replacement_ops
@@ -35,16 +36,26 @@ class NADARTS(DARTS):
             raise ConfigError(f"need model.neighbours >= 0 and model.distance >= 1, got {neighbours}, {distance}")
         self.neighbours, self.distance = neighbours, distance
 
-    def neighbour_mixing(self, mixing: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def strongest_ops(self, mixing: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        """Per cell type, each edge's strongest op: one host read per architecture step (declared), shared by the
+        step's K neighbours."""
+        with host_read("NA-DARTS moves each picked edge's strongest op: the host draws the moves around it"):
+            picks = torch.stack([w.detach().argmax(-1) for w in mixing.values()]).tolist()
+        return dict(zip(mixing, picks))
+
+    def neighbour_mixing(self, mixing: dict[str, torch.Tensor], generator: torch.Generator,
+                         strongest: Optional[dict[str, list[int]]] = None) -> dict[str, torch.Tensor]:
         """One neighbour (``search_spaces.neighbourhood``, the notion NA-RS shares): on ``distance`` random edges
-        per cell, the strongest op's mass moves to another op."""
+        per cell, the strongest op's mass moves to another op. ``strongest``: ``strongest_ops(mixing)``, if
+        known."""
         allowed = replacement_ops(self.supernet.primitives)
+        strongest = strongest or self.strongest_ops(mixing)
         out = {}
         for cell, w in mixing.items():
-            strongest = w.detach().argmax(-1).tolist()
-            move = torch.zeros_like(w)
-            for e, target in neighbour_moves(strongest, self.distance, allowed, generator):
-                move[e, strongest[e]], move[e, target] = -1.0, 1.0
+            move = torch.zeros(w.shape, dtype=w.dtype)  # built on the host, one copy to the device
+            for e, target in neighbour_moves(strongest[cell], self.distance, allowed, generator):
+                move[e, strongest[cell][e]], move[e, target] = -1.0, 1.0
+            move = move.to(w.device)
             strongest_mass = (w * (move < 0)).sum(-1, keepdim=True)  # differentiable in w
             out[cell] = w + strongest_mass * move
         return out
@@ -55,6 +66,7 @@ class NADARTS(DARTS):
         if self.neighbours == 0:
             return loss
         g = self.step_generator(stream=2)
+        strongest = self.strongest_ops(mixing)
         for _ in range(self.neighbours):
-            loss = loss + self.loss(self.supernet(x, mixing=self.neighbour_mixing(mixing, g)), y)
+            loss = loss + self.loss(self.supernet(x, mixing=self.neighbour_mixing(mixing, g, strongest)), y)
         return loss / (self.neighbours + 1)

@@ -32,7 +32,7 @@ def relaxed_gumbel_sample(alpha: torch.Tensor, tau: float, generator: torch.Gene
 class _DirichletSample(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = torch._sample_dirichlet(concentration.to(generator.device), generator=generator).to(concentration.device)
+        x = torch._sample_dirichlet(concentration, generator=generator)
         ctx.save_for_backward(x, concentration)
         return x
 
@@ -47,5 +47,5 @@ class _DirichletSample(torch.autograd.Function):
 
 def dirichlet_rsample(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One reparameterised sample per row of ``concentration`` (Dirichlet's ``rsample``, drawn from
-    ``generator``)."""
+    ``generator``, which must be on ``concentration``'s device: the sample never visits the host)."""
     return _DirichletSample.apply(concentration, generator)

@@ -25,12 +25,12 @@ from lightning_nas.methods.bilevel.frame import BilevelSearch
 
 
 def project_to_simplex(w: torch.Tensor) -> torch.Tensor:
-    """SDARTS's projection of each row: clamp to [0, 1]; an all-zero row puts 1 on its argmax; divide by the sum."""
+    """SDARTS's projection of each row: clamp to [0, 1]; an all-zero row puts 1 on its argmax; divide by the sum.
+    (No data-dependent branch: the host never waits for the device.)"""
     clamped = w.clamp(0.0, 1.0)
     dead = clamped.sum(-1, keepdim=True) == 0
-    if dead.any():
-        onehot = F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)
-        clamped = torch.where(dead, onehot, clamped)
+    onehot = F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)
+    clamped = torch.where(dead, onehot, clamped)
     return clamped / clamped.sum(-1, keepdim=True)
 
 
@@ -85,10 +85,9 @@ class SDARTS(BilevelSearch):
                 attacked = self.loss(net(x, mixing=mixing), y)
         finally:
             net.train(was_training)
-        if attacked <= clean:
-            self.attack_fallbacks += 1
-            return base
-        return mixing
+        failed = attacked <= clean  # the attack did not raise the loss: train on the clean weights (on the device)
+        self.attack_fallbacks = self.attack_fallbacks + failed.to(torch.int64)
+        return {k: torch.where(failed, base[k], mixing[k]) for k in base}
 
     def weight_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # the attack runs in eval mode, so BN running statistics see only this training forward
@@ -98,5 +97,6 @@ class SDARTS(BilevelSearch):
         super().on_train_epoch_end()
         self.log_replicated("sdarts/epsilon", self.epsilon())
         if self.perturbation == "adversarial":
-            self.log("sdarts/attack_fallbacks", float(self.attack_fallbacks), sync_dist=True, reduce_fx="sum")
+            fallbacks = torch.as_tensor(self.attack_fallbacks, dtype=torch.float32, device=self.device)
+            self.log("sdarts/attack_fallbacks", fallbacks, sync_dist=True, reduce_fx="sum")
             self.attack_fallbacks = 0

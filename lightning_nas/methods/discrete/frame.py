@@ -36,6 +36,7 @@ from typing import Any, Literal, Optional
 
 import torch
 
+from lightning_nas.core.host_reads import host_read
 from lightning_nas.core.module import NASModule
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.discrete.low_fidelity import LowFidelityRecipe, LowFidelitySplit, train_low_fidelity
@@ -207,10 +208,11 @@ class DiscreteSearch(NASModule):
         if n >= self.budget:
             self.trainer.should_stop = True
             return
-        if n == 0:
-            self.prepare(batch)
         g = torch.Generator().manual_seed(mix_seed(self.seed, n, 11))
-        self.history.append({"step": n, **self.evaluate(n, batch, g)})
+        with host_read("a discrete search's step scores one cell, and its strategy reads the score on the host"):
+            if n == 0:
+                self.prepare(batch)
+            self.history.append({"step": n, **self.evaluate(n, batch, g)})
         self._count_step()
         if n + 1 >= self.budget:
             self.trainer.should_stop = True

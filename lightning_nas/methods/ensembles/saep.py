@@ -42,6 +42,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from lightning_nas.analysis.diversity import diversity_report
+from lightning_nas.core.host_reads import host_read
 from lightning_nas.core.module import NASModule, build_optimizer
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.ensembles.pruning import CRITERIA, select_members
@@ -268,7 +269,8 @@ class SAEP(NASModule):
                  prog_bar=True)
         self.step_in_iteration += 1
         if self.step_in_iteration >= self.trainer.num_training_batches:
-            self._finish_iteration()
+            with host_read("SAEP's iteration end selects a candidate and prunes the ensemble on the host"):
+                self._finish_iteration()
 
     def _average_candidate_grads(self) -> None:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

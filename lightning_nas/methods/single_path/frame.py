@@ -134,7 +134,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
             # identical on every rank by construction: DDP need not broadcast it every forward
             self._ddp_params_and_buffers_to_ignore += [f"projector.{n}" for n, _ in self.projector.named_buffers()]
         self.init_accuracy_metrics(num_classes)
-        self.weight_loss_mean = MeanMetric()
+        self.weight_loss_mean = MeanMetric(nan_strategy="disable")
         g = torch.Generator().manual_seed(mix_seed(seed, CANDIDATE_STREAM))
         self.candidates: list[Path] = [self.supernet.random_path(g) for _ in range(candidates)]
         self.neighbours, self.distance, self.aggregation = neighbours, distance, aggregation
