@@ -48,13 +48,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class GracefulStop(Callback):
-    def __init__(self, checkpoint_dir: str, resume_command: str):
+    def __init__(self, checkpoint_dir: str, resume_command: str, ddp_every_n_steps: int = 10):
         """
         Args:
             checkpoint_dir: where ``last.ckpt`` is written at the signal.
             resume_command: the command the message tells the user to run (``{ckpt}`` is replaced by the path).
+            ddp_every_n_steps: on several processes the ranks agree to stop (an all-reduce the host waits for)
+                after every n-th step and the epoch's last one, not after every step; one process checks every
+                step, for free.
         """
         self.checkpoint_dir, self.resume_command = Path(checkpoint_dir), resume_command
+        self.ddp_every_n_steps = ddp_every_n_steps
         self.received: Optional[int] = None
         self._previous: dict[int, Any] = {}
 
@@ -88,6 +92,8 @@ class GracefulStop(Callback):
                            batch_idx: int) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:
+            if (batch_idx + 1) % self.ddp_every_n_steps and batch_idx + 1 < trainer.num_training_batches:
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return

@@ -99,3 +99,19 @@ def test_the_counter_ignores_host_tensors_device_asserts_and_declared_reads():
             w.sum().item()
 
     assert [e.declared for e in _watched(declared)] == ["the test's reason"]
+
+
+def test_ddp_ranks_agree_on_a_stop_signal_every_n_steps_not_every_step(tmp_path):
+    """The ranks' agreement on a signal is an all-reduce the host waits for: after every n-th step and the epoch's
+    last, not after each."""
+    from types import SimpleNamespace
+
+    from lightning_nas.checkpointing import GracefulStop
+
+    asked: list[int] = []
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda stop, all: asked.append(1) or stop)
+    trainer = SimpleNamespace(world_size=2, num_training_batches=25, strategy=strategy)
+    stop = GracefulStop(str(tmp_path), "resume", ddp_every_n_steps=10)
+    for batch_idx in range(25):
+        stop.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert len(asked) == 3  # after steps 10, 20 and 25
