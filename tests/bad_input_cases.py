@@ -76,6 +76,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
          "training diverged"),
         ("batch size 0", [*c, f"{D}batch_size", "0"], "data.batch_size"),
         ("eval batch size 0", [*c, f"{D}eval_batch_size", "0"], "data.eval_batch_size"),
+        ("images resident on 'gpu'", [*c, f"{D}resident", "gpu"], "resident"),
         ("channels 0", [*c, f"{M}supernet.init_args.channels", "0"], "channels=0"),
         ("layers 0", [*c, f"{M}supernet.init_args.layers", "0"], "layers >= 3"),
         ("one layer", [*c, f"{M}supernet.init_args.layers", "1"], "layers >= 3"),

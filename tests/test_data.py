@@ -186,3 +186,29 @@ def test_cifar_download_verifies_md5(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="md5"):
         load_cifar(tmp_path / "other", 10, download=True)
     assert not (tmp_path / "other" / "cifar-10-python.tar.gz").exists()
+
+
+def test_images_live_on_the_device_when_they_fit():
+    from lightning_nas.data.datamodules import resident_on_device
+
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    cifar = 60_000 * 3 * 32 * 32 + 60_000 * 8
+    assert resident_on_device("auto", gpu, cifar, free_bytes=70 * 2**30)
+    assert not resident_on_device("auto", gpu, cifar, free_bytes=cifar)  # more than half the free memory
+    assert resident_on_device("device", gpu, cifar, free_bytes=0)
+    assert not resident_on_device("host", gpu, cifar, free_bytes=70 * 2**30)
+    assert not resident_on_device("device", cpu, cifar)  # one memory: nothing to move
+
+
+def test_resident_images_give_the_same_batches_as_host_images():
+    """The stream gathers from wherever the images are: the same indices, the same pixels."""
+    from lightning_nas.data.batches import IndexBatchStream
+
+    images = torch.randint(0, 255, (40, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    sets = {"train": torch.arange(20), "val": torch.arange(20, 40)}
+    host = list(IndexBatchStream(images, labels, sets, 8, seed=3))
+    moved = list(IndexBatchStream(images.clone().to("meta"), labels.to("meta"), sets, 8, seed=3))
+    assert [b["seed"] for b in host] == [b["seed"] for b in moved]
+    for a, b in zip(host, moved):
+        assert b["train"][0].device.type == "meta" and a["train"][0].shape == b["train"][0].shape

@@ -28,12 +28,25 @@ DatasetName = Literal["cifar10", "cifar100", "image_folder", "digits"]
 class InMemoryDataModule(pl.LightningDataModule):
     """Loading, resizing, subsetting and device augmentation shared by the datamodules."""
 
+    has_images: bool = True  # False: a discrete search that only queries a table
+
     def __init__(self, dataset: DatasetName = "digits", data_dir: Optional[str] = None, download: bool = False,
                  batch_size: int = 64, eval_batch_size: int = 256, seed: int = 2,
                  max_train_samples: Optional[int] = None, max_test_samples: Optional[int] = None,
                  image_size: Optional[int] = None, crop_padding: Optional[int] = None, hflip: Optional[bool] = None,
-                 cutout_length: int = 0, cache_dir: Optional[str] = None):
+                 cutout_length: int = 0, cache_dir: Optional[str] = None,
+                 resident: Literal["auto", "device", "host"] = "auto"):
+        """
+        Args:
+            resident: where the uint8 images live during the run: ``device`` (the trainer's; batches are gathered
+                and augmented there and never cross the bus), ``host`` (gathered on the host, copied per batch),
+                ``auto`` (default): the device when it is a GPU with room for them (at most half its free memory),
+                else the host.
+        """
         super().__init__()
+        if resident not in ("auto", "device", "host"):
+            raise ConfigError(f"data.resident must be 'auto', 'device' or 'host', got {resident!r}")
+        self.resident = resident
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
@@ -104,6 +117,17 @@ class InMemoryDataModule(pl.LightningDataModule):
         return {"dataset": d.name, "train_size": len(d.train), "test_size": len(d.test),
                 "num_classes": d.num_classes, "image_size": d.image_size, "in_channels": d.in_channels}
 
+    # ---- where the images live --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Moves the images to the trainer's device when ``resident`` says so (every rank holds its own copy)."""
+        if self.trainer is None or not self.has_images:
+            return
+        device, data = self.trainer.strategy.root_device, self.data
+        if not resident_on_device(self.resident, device, _nbytes(data.train) + _nbytes(data.test)):
+            return
+        data.train = ImageData(data.train.images.to(device), data.train.labels.to(device))
+        data.test = ImageData(data.test.images.to(device), data.test.labels.to(device))
+
     # ---- distributed context ------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -124,7 +148,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         stream = IndexBatchStream(split.images, split.labels, index_sets, batch_size, self.seed, shuffle=shuffle,
                                   rank=rank, world_size=world, epoch_fn=self._epoch)
-        pin = torch.cuda.is_available()
+        pin = torch.cuda.is_available() and split.images.device.type == "cpu"
         return ResumableLoader(stream, self._progress if resumable and self.trainer is not None else None, pin)
 
     def _eval_loader(self, split: ImageData) -> ResumableLoader:
@@ -175,6 +199,22 @@ class InMemoryDataModule(pl.LightningDataModule):
             else:  # train and val batches of a search are both augmented, as in DARTS
                 out[key] = (self.augment(x, batch["seed"] + (0 if key == "train" else 1)), y)
         return out
+
+
+def _nbytes(split: ImageData) -> int:
+    return split.images.numel() * split.images.element_size() + split.labels.numel() * 8
+
+
+def resident_on_device(resident: str, device: torch.device, nbytes: int, free_bytes: Optional[int] = None) -> bool:
+    """Whether ``nbytes`` of images go to ``device``: always for ``device``, never for ``host``; ``auto``: on a GPU
+    when they take at most half of its free memory (``free_bytes``, default the device's own count)."""
+    if resident == "host" or device.type == "cpu":
+        return False  # on the CPU, host and device are one memory
+    if resident == "device":
+        return True
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    return nbytes <= free_bytes // 2
 
 
 def _resize(split: ImageData, size: int) -> ImageData:
