@@ -31,7 +31,8 @@ def dominant_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[to
                         weight_decay: float = 0.0) -> tuple[float, int]:
     """(eigenvalue of largest magnitude of d^2 loss / d params^2 + weight_decay * I, iterations used)."""
     params = list(params)
-    grads_or_none = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
+    with torch.compiler.set_stance("force_eager"):  # a compiled network has no double backward: run it eagerly
+        grads_or_none = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
     # parameters the loss does not use (e.g. a cell's unused input preprocessing) have a zero Hessian block
     params = [p for p, g in zip(params, grads_or_none) if g is not None]
     grads = [g for g in grads_or_none if g is not None]

@@ -25,6 +25,7 @@ DARTS_WEIGHT_SGD = {"class_path": "torch.optim.SGD",
                     "init_args": {"lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4}}
 
 ClassSpec = dict[str, Any]  # {"class_path": ..., "init_args": {...}} as written in a YAML config
+CompileSpec = Union[bool, dict[str, Any]]  # a method's ``compile`` option
 CallableOrSpec = Union[Callable[..., Any], ClassSpec]
 
 
@@ -47,6 +48,23 @@ def build_optimizer(spec: CallableOrSpec, params: Iterable[torch.nn.Parameter], 
         return resolve_callable(spec, what)(params)
     except ValueError as err:  # torch.optim's own checks: "Invalid learning rate: -1.0", ...
         raise ConfigError(f"{what}: {err} (set a valid value under {what}.init_args)") from None
+
+
+def compile_options(spec: CompileSpec, device: torch.device) -> Optional[dict[str, Any]]:
+    """``torch.compile``'s keyword arguments from a method's ``compile`` option: ``false`` (default): none, eager;
+    ``true``: inductor, ``mode: reduce-overhead`` (CUDA graphs: one launch per graph) on a GPU, the default mode
+    elsewhere; a mapping: exactly those arguments (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``)."""
+    if spec is False or spec is None:
+        return None
+    if spec is True:
+        return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"backend", "mode", "dynamic", "fullgraph", "options"}
+        if unknown:
+            raise ConfigError(f"model.compile: unknown torch.compile argument(s) {sorted(unknown)}; use backend, mode, "
+                              "dynamic, fullgraph or options")
+        return dict(spec)
+    raise ConfigError(f"model.compile must be true, false or a mapping of torch.compile arguments, got {spec!r}")
 
 
 def log_replicated(module: pl.LightningModule, name: str, value: Any, **kwargs: Any) -> None:

@@ -24,7 +24,14 @@ from torchmetrics import MeanMetric
 
 from lightning_nas.core.capabilities import SamplesChildren, TrainsArchitecture
 from lightning_nas.core.child_eval import frozen_bn_stats
-from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
+from lightning_nas.core.module import (
+    DARTS_WEIGHT_SGD,
+    CompileSpec,
+    NASModule,
+    build_optimizer,
+    compile_options,
+    resolve_callable,
+)
 from lightning_nas.errors import ConfigError
 from lightning_nas.search_spaces.base import SupernetFactory
 from lightning_nas.search_spaces.darts.supernet import DartsSupernet
@@ -43,7 +50,7 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
                  weight_optimizer: OptimizerCallable = DARTS_WEIGHT_SGD,
                  arch_optimizer: OptimizerCallable = DARTS_ARCH_ADAM,
                  lr_scheduler: Optional[LRSchedulerCallable] = None, eta_min: float = 0.001,
-                 grad_clip: float = 5.0, warmup_epochs: int = 0, seed: int = 2):
+                 grad_clip: float = 5.0, warmup_epochs: int = 0, seed: int = 2, compile: CompileSpec = False):
         """
         Args:
             supernet: the search space, built as ``supernet(num_classes, in_channels)``; default the DARTS space
@@ -56,6 +63,10 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
             grad_clip: max gradient norm of the weights (DARTS: 5); 0 disables clipping.
             warmup_epochs: epochs of weight-only training before architecture steps start.
             seed: seeds the methods' own sampling (``step_generator``); the CLI sets it from seed_everything.
+            compile: ``torch.compile`` the supernet when the fit starts (``core.module.compile_options``): its
+                forward and, through AOTAutograd, the backward that the weight step and the architecture step run
+                (the optimizer steps stay eager, foreach on a GPU). Off by default: compiling takes minutes and pays
+                only over long runs (README, Speed).
         """
         super().__init__()
         if grad_clip < 0 or warmup_epochs < 0:
@@ -66,6 +77,8 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.lr_scheduler_factory, self.eta_min = lr_scheduler, eta_min
         self.grad_clip, self.warmup_epochs, self.seed = grad_clip, warmup_epochs, seed
+        self.compile_spec = compile
+        compile_options(compile, torch.device("cpu"))  # a bad option fails here, before any data is loaded
         names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
         self._ddp_params_and_buffers_to_ignore = names
         self.init_accuracy_metrics(num_classes)
@@ -131,6 +144,9 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         if dist.is_available() and dist.is_initialized():  # alphas are not broadcast by DDP: do it here
             for a in self.supernet.arch_parameters():
                 dist.broadcast(a.data, src=0)
+        options = compile_options(self.compile_spec, self.device)
+        if options is not None:
+            self.supernet.compile(**options)  # in place: the state_dict keys stay the same
 
     def _all_reduce_mean(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -70,6 +70,9 @@ class GDAS(BilevelSearch):
             raise ConfigError(f"need 0 < model.tau_min <= model.tau_max, got {tau_min}, {tau_max}")
         if genotype_rule not in ("pooled", "darts"):
             raise ConfigError(f"model.genotype_rule must be 'pooled' or 'darts', got {genotype_rule!r}")
+        if self.compile_spec:
+            raise ConfigError("GDAS runs another sub-network at every draw, and torch.compile would compile each one "
+                              "anew: set model.compile false")
         self.genotype_rule = genotype_rule
         self.tau_max, self.tau_min = tau_max, tau_min
         self._eval_path: Optional[Path] = None
