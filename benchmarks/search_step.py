@@ -3,7 +3,8 @@
     python benchmarks/search_step.py --data ../shared/data/cifar10-jpg.tar.gz --orders 1 2 --steps 3
 
 Runs every requested order in one process on the same data and reports the median step time of each
-(the first step is warm-up and excluded) and the ratio to the first order listed. Defaults are the
+(the first step is warm-up and excluded) and the ratio to the first order listed; ``--plain`` adds the first order's
+ratio to a plain PyTorch loop taking the same step (``gpu_step.time_plain``). Defaults are the
 paper's supernet (C=16, 8 cells, batch 64, 32x32).
 """
 
@@ -52,11 +53,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--plain", action="store_true",
+                        help="also time a plain PyTorch loop of the first-order step (ratio_to_plain)")
     args = parser.parse_args()
     results = [time_order(order, args) for order in args.orders]
     base = results[0]["median_s"]
     for r in results:
         r["ratio_to_first"] = round(r["median_s"] / base, 3)
+    if args.plain:  # the same first-order step as a plain PyTorch loop, same supernet and batch size
+        from gpu_step import time_plain
+
+        ref = argparse.Namespace(batch=args.batch, image_size=args.image_size, warmup=1, steps=args.steps,
+                                 accelerator=args.accelerator, darts_channels=args.channels, darts_layers=args.layers)
+        plain = time_plain("darts", ref)
+        for r in results:
+            if r["order"] == 1:
+                r["ratio_to_plain"] = round(r["median_s"] / plain, 3)
     print(json.dumps({"config": vars(args), "threads": torch.get_num_threads(), "results": results}, indent=2))
 
 
