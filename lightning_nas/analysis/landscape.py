@@ -74,7 +74,7 @@ def displaced(params: Sequence[torch.Tensor], directions: Sequence[Sequence[torc
 @contextlib.contextmanager
 def bn_mode(net: nn.Module, mode: BNMode) -> Iterator[None]:
     """``eval``: the whole network in eval mode (running BN statistics); ``train``: train mode with batch
-    statistics, the running statistics restored afterwards (``frozen_bn_stats``)."""
+    statistics, the running statistics left untouched (``frozen_bn_stats``)."""
     was_training = net.training
     net.train(mode == "train")
     try:

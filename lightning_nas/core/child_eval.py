@@ -26,8 +26,9 @@ from lightning_nas.search_spaces.base import Path, Supernet
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Run forwards in train mode (batch statistics) without changing BN running statistics."""
+def saved_bn_stats(module: nn.Module) -> Iterator[None]:
+    """BN running statistics saved and put back after the block, which may change them (a child's
+    re-calibration)."""
     saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
              for m in module.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
@@ -39,6 +40,21 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(n)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run forwards in train mode (batch statistics) without changing BN running statistics: each BN stops
+    tracking them for the block (no copy of any buffer: nothing runs on the device for it)."""
+    tracking = [m for m in module.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in tracking:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in tracking:
+            m.track_running_stats = True
 
 
 BNMode = Literal["recalibrate", "batch", "running"]
@@ -60,7 +76,7 @@ def child_bn(net: Supernet, path: Path, calib_batches: Sequence[Batch], bn_mode:
     bns = _batchnorms(net)
     momenta = [m.momentum for m in bns]
     try:
-        with frozen_bn_stats(net), torch.no_grad():
+        with saved_bn_stats(net), torch.no_grad():
             if bn_mode == "recalibrate":
                 net.train()
                 for m in bns:
