@@ -39,7 +39,7 @@ from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
 from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError
+from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, NothingToDo
 from lightning_nas.reproducibility import git_revision, library_versions
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
@@ -183,6 +183,11 @@ class NASCLI(LightningCLI):
                 init_args = cfg.get(section, {}).get("init_args")
                 if init_args is not None and "seed" in init_args:
                     init_args["seed"] = seed
+        trainer_args = cfg.get("trainer") or {}
+        for key in ("max_epochs", "max_steps"):
+            if self.subcommand == "fit" and trainer_args.get(key) == 0:
+                raise ConfigError(f"trainer.{key} 0 trains nothing: the run would report the initial, untrained "
+                                  f"architecture; set trainer.{key} >= 1 (-1 for no limit)")
         if os.environ.get(RUN_DIR_ENV):  # a DDP child process: reuse the directory the launcher made
             self.run_dir = Path(os.environ[RUN_DIR_ENV])
             return
@@ -191,6 +196,8 @@ class NASCLI(LightningCLI):
         name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
                             f"{(data_args.get('dataset') if data_args else None) or 'data'}")
         resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
+        if resumed is not None:
+            _refuse_finished(Path(str(cfg.get("ckpt_path"))), resumed, trainer_args.get("max_epochs"))
         if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
             self.run_dir = resumed
             print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to, an "
@@ -372,12 +379,33 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class _DropTips(logging.Filter):
-    """Lightning's advertisements ("Tip: ... litlogger / litmodels") are not run output, and the normal end of a
-    fit ("`max_epochs=N` reached") is what the summary says (other reasons to stop, such as max_time, stay)."""
+    """Lightning's advertisements ("Tip: ... litlogger / litmodels") are not run output; the normal end of a fit
+    ("`max_epochs=N` reached") and the seed are what the summary says (other reasons to stop, such as max_time,
+    stay); the accelerator inventory ("GPU available: False, used: False", "TPU available") says nothing about the
+    run (Lightning's warning about a GPU left unused stays)."""
+
+    NOISE = ("Tip:", "Seed set to", "GPU available:", "TPU available:", "HPU available:")
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
-        return "Tip:" not in msg and not ("stopped:" in msg and "`max_epochs=" in msg)
+        if msg.startswith(self.NOISE) or "Tip:" in msg:
+            return False
+        return not ("stopped:" in msg and "`max_epochs=" in msg)
+
+
+def _refuse_finished(ckpt: Path, run_dir: Path, max_epochs: Any) -> None:
+    """A resume of a run that already trained its ``max_epochs`` (a requeued job, the resume command run twice):
+    nothing to train, and a fit would rewrite summary.json without metrics. Said in one line, exit code 0."""
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        return
+    try:
+        loops = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("loops") or {}
+        done = int(loops["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError):
+        return  # not a checkpoint of ours: the checks that follow say so
+    if done >= max_epochs:
+        raise NothingToDo(f"the run in {run_dir} already finished its {max_epochs} epochs ({ckpt.name}): nothing to "
+                          "resume; its results stay in summary.json")
 
 
 def _check_checkpoint_file(ckpt_path: Any) -> None:
@@ -469,7 +497,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
     # validate / test read a checkpoint and write none, so the fit's checkpoint callbacks are deliberately absent
     warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning_fabric.utilities.seed"):
         if not any(isinstance(f, _DropTips) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(_DropTips())
     previous = os.environ.get(RUN_DIR_ENV)

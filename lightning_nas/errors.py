@@ -36,3 +36,15 @@ class Interrupted(LightningNASError):
     def __init__(self, message: str, exit_code: int = 143):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class OutputError(LightningNASError):
+    """An output (a report, a run directory, a checkpoint) cannot be written where it was asked to go."""
+
+
+class NothingToDo(LightningNASError):
+    """The command has nothing left to do (a finished run resumed, a requeued job): said in one line, exit code 0,
+    nothing written."""
+
+    prefix = "lightning_nas"
+    exit_code = 0

@@ -98,14 +98,30 @@ def _require(cond: bool, message: str) -> None:
 def load_protocol(path: Path, root: Optional[str] = None) -> Protocol:
     if not path.is_file():
         raise ConfigError(f"protocol file {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"protocol file {path} is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    _require(isinstance(spec, dict), f"the file must be a mapping of keys (name, searches, search_seeds, selection, "
+                                     f"final, executor), not a {type(spec).__name__}")
     _require(isinstance(spec.get("searches"), list) and spec["searches"],
              "`searches` must list at least one search ({name, config, args})")
     for s in spec["searches"]:
         _require(isinstance(s, dict) and "name" in s and "config" in s, f"a search needs a name and a config: {s}")
-        _require(Path(s["config"]).is_file(), f"search config {s['config']} does not exist")
-    seeds = spec.get("search_seeds") or [0]
+        _require(Path(str(s["config"])).is_file(), f"search config {s['config']} does not exist")
+        _require(isinstance(s.get("args", []), list), f"search {s['name']}: `args` must be a list of command-line "
+                                                       "arguments")
+    names = [str(s["name"]) for s in spec["searches"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    _require(not twice, f"two searches are named {', '.join(twice)}: each search needs its own name (its runs live "
+                        "under search/<name>/)")
+    seeds = spec.get("search_seeds", [0])
+    _require(isinstance(seeds, list) and seeds and all(_is_int(x) for x in seeds),
+             f"search_seeds must be a list of integers, e.g. [0, 1, 2], got {seeds!r}")
     selection = spec.get("selection") or {"rule": "benchmark"}
+    _require(isinstance(selection, dict), f"selection must be a mapping, e.g. {{rule: benchmark}}, got {selection!r}")
     _require(selection.get("rule") in RULES, f"selection.rule must be one of {list(RULES)}, got "
                                              f"{selection.get('rule')!r}")
     if selection["rule"] == "retrain":
@@ -113,11 +129,20 @@ def load_protocol(path: Path, root: Optional[str] = None) -> Protocol:
                                                                "retraining config that exists")
     final = spec.get("final")
     if final is not None:
+        _require(isinstance(final, dict), f"final must be a mapping {{config, seeds, args}}, got {final!r}")
         _require(Path(str(final.get("config"))).is_file(), "final.config must be a retraining config that exists")
+        final_seeds = final.get("seeds", [0])
+        _require(isinstance(final_seeds, list) and final_seeds and all(_is_int(x) for x in final_seeds),
+                 f"final.seeds must be a list of integers, got {final_seeds!r}")
     executor = spec.get("executor") or {}
+    _require(isinstance(executor, dict), f"executor must be a mapping, e.g. {{kind: local}}, got {executor!r}")
     _require(executor.get("kind", "local") in EXECUTORS, f"executor.kind must be one of {list(EXECUTORS)}")
     return Protocol(spec.get("name") or path.stem, Path(root or spec.get("root") or "ckpt/protocols"),
                     spec["searches"], [int(s) for s in seeds], selection, final, executor)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ---- running fits ----------------------------------------------------------------------------------------------
@@ -254,7 +279,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     for name, method in result["methods"].items():
         picked = method["picked"]
-        line = f"{name}: picked search seed {picked['seed']} (score {max(s['score'] for s in method['searches']):.4g})"
+        best = max(s["score"] for s in method["searches"])
+        tied = sorted(s["seed"] for s in method["searches"] if s["score"] == best)
+        what = ("NB201 CIFAR-10 test accuracy" if result["selection_rule"] == "benchmark"
+                else "retrained validation accuracy")
+        percent = best if result["selection_rule"] == "benchmark" else 100 * best
+        line = f"{name}: picked search seed {picked['seed']} ({picked['run']}; {what} {percent:.2f} %"
+        line += (f", tied with seeds {[t for t in tied if t != picked['seed']]}: the lowest seed wins)"
+                 if len(tied) > 1 else ")")
         if "final" in method:
             line += (f"; final retrainings: test accuracy {method['final']['test_acc_mean_std']} % over "
                      f"{len(method['final']['runs'])} seed(s)")

@@ -77,6 +77,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("batch size 0", [*c, f"{D}batch_size", "0"], "data.batch_size"),
         ("eval batch size 0", [*c, f"{D}eval_batch_size", "0"], "data.eval_batch_size"),
         ("images resident on 'gpu'", [*c, f"{D}resident", "gpu"], "resident"),
+        ("max_epochs 0", [*c, f"{T}max_epochs", "0"], "trainer.max_epochs 0 trains nothing"),
+        ("max_steps 0", [*c, f"{T}max_steps", "0"], "trainer.max_steps 0 trains nothing"),
         ("channels 0", [*c, f"{M}supernet.init_args.channels", "0"], "channels=0"),
         ("layers 0", [*c, f"{M}supernet.init_args.layers", "0"], "layers >= 3"),
         ("one layer", [*c, f"{M}supernet.init_args.layers", "1"], "layers >= 3"),

@@ -212,3 +212,50 @@ def test_resident_images_give_the_same_batches_as_host_images():
     assert [b["seed"] for b in host] == [b["seed"] for b in moved]
     for a, b in zip(host, moved):
         assert b["train"][0].device.type == "meta" and a["train"][0].shape == b["train"][0].shape
+
+
+class _RunsCode:
+    """A pickle payload that would create ``marker`` when unpickled with plain pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
+    marker = tmp_path / "pwned"
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+            blob = pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(DataError, match=r"names \S*open, which a data file never needs \(it could run code\)"):
+        load_cifar(tmp_path, 10)
+    assert not marker.exists()
+
+
+def test_cifar_batches_pickled_by_python2_numpy_still_load():
+    """The official batches: protocol 2, numpy arrays through ``_reconstruct``, byte-string keys."""
+    from lightning_nas import safe_pickle
+
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    for protocol in (2, 5):
+        blob = pickle.dumps({b"data": data, b"labels": [1, 2], b"batch_label": b"x"}, protocol=protocol)
+        out = safe_pickle.loads(blob, encoding="bytes")
+        assert np.array_equal(out[b"data"], data) and out[b"labels"] == [1, 2]
+
+
+def test_a_class_sorted_split_is_validated_in_a_fixed_shuffle():
+    """An image folder's test split is sorted by class: a limited validation must still see every class."""
+    from lightning_nas.data.datamodules import eval_order
+
+    sorted_labels = torch.arange(10).repeat_interleave(50)
+    order = eval_order(sorted_labels)
+    assert sorted(order.tolist()) == list(range(500)) and torch.equal(order, eval_order(sorted_labels))
+    assert len(set(sorted_labels[order[:64]].tolist())) == 10  # the first batch holds every class
+    mixed = torch.tensor([3, 1, 4, 1, 5])
+    assert torch.equal(eval_order(mixed), torch.arange(5))  # any other split keeps its order

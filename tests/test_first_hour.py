@@ -70,7 +70,7 @@ def test_a_run_prints_one_screen_without_lightning_noise(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout + proc.stderr
     for noise in ("Tip:", "litlogger", "dirpath has changed", "Total Flops", "configure_optimizers", "Warning",
-                  "warn("):
+                  "warn(", "Seed set to", "GPU available", "TPU available"):
         assert noise not in text, noise
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) <= 12, text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -105,3 +108,12 @@ def test_eval_network_forward_and_aux_head():
     net.eval()
     logits, aux = net(torch.randn(2, 3, 32, 32))
     assert aux is None
+
+
+def test_a_nas_bench_201_run_directory_points_to_train_cell(tmp_path):
+    """Retraining (or describing) a NAS-Bench-201 search's run directory: not "missing the keys", but the fix."""
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    (tmp_path / "genotype.json").write_text(json.dumps({"epoch": 1, "genotype": {"space": "nb201", "arch": arch}}))
+    with pytest.raises(GenotypeError, match=r"is a nb201 cell, not a DARTS-space genotype: train it with TrainCell.*"
+                                            + re.escape(f"--model.init_args.arch '{arch}'")):
+        load_genotype(str(tmp_path))

@@ -96,6 +96,13 @@ def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path
     summary = json.loads((first / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
     assert (first / "summary.before-resume-1.json").read_text() == summary_before  # the first part's, kept
+    # the same resume command again (a requeued job): nothing to do, exit 0, the summary untouched
+    finished = (first / "summary.json").read_text()
+    code = main(["fit", "--config", str(TINY1), "--trainer.max_epochs", "2", "--ckpt_path",
+                 str(first / "checkpoints" / "last.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 0 and f"the run in {first} already finished its 2 epochs" in err
+    assert (first / "summary.json").read_text() == finished and not (first / "summary.before-resume-2.json").exists()
     # a command that fails before writing anything leaves no directory behind
     code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "failed"),
                  "--model.init_args.hvp_epsilon", "-1"])

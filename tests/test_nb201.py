@@ -192,6 +192,27 @@ def test_reads_nas_bench_201_pth_and_exports_csv(tmp_path):
     _check_official(load_benchmark(tmp_path / "table.csv.gz"))
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_benchmark_files_that_would_run_code_are_refused_unrun(tmp_path):
+    marker = tmp_path / "pwned"
+    pth = tmp_path / "NAS-Bench-201-v1_1-096897.pth"
+    torch.save({"meta_archs": ["x"], "arch2infos": {0: _RunsCode(marker)}}, pth)
+    pbz2 = tmp_path / "NATS-tss-v1_0-3ffb9-full.pickle.pbz2"
+    with bz2.open(pbz2, "wb") as f:
+        pickle.dump({"meta_archs": ["x"], "arch2infos": {0: _RunsCode(marker)}}, f)
+    for path in (pth, pbz2):
+        with pytest.raises(DataError, match="holds more than plain containers"):
+            load_benchmark(path)
+    assert not marker.exists()
+
+
 def test_missing_or_corrupt_benchmark_files_say_what_to_do(tmp_path):
     with pytest.raises(DataError, match="not found: download NATS-tss-v1_0-3ffb9-simple.tar"):
         load_benchmark(tmp_path / "NATS-tss-v1_0-3ffb9-simple")

@@ -79,6 +79,27 @@ def test_bad_protocol_is_refused_with_the_fix(tmp_path, capsys):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+TINY_SEARCH = str(REPO / "experiments" / "tiny" / "darts_nb201.yaml")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("searches: [ {name: x\n", "is not valid YAML (line"),
+    ("- a\n- b\n", "the file must be a mapping of keys"),
+    (f"searches: [{{name: x, config: {TINY_SEARCH}}}]\nsearch_seeds: [one]\n", "search_seeds must be a list of int"),
+    (f"searches: [{{name: x, config: {TINY_SEARCH}}}]\nsearch_seeds: 3\n", "search_seeds must be a list of int"),
+    (f"searches: [{{name: x, config: {TINY_SEARCH}}}]\nselection: benchmark\n", "selection must be a mapping"),
+    (f"searches: [{{name: x, config: {TINY_SEARCH}}}, {{name: x, config: {TINY_SEARCH}}}]\n",
+     "two searches are named x"),
+    (f"searches: [{{name: x, config: {TINY_SEARCH}, args: --trainer.max_epochs 1}}]\n", "`args` must be a list"),
+], ids=["yaml-error", "top-level-list", "seed-word", "seeds-not-list", "selection-string", "same-name", "args-string"])
+def test_a_damaged_protocol_file_is_refused_with_the_key(text, message, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["protocol", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "experiments" / "protocols").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_protocol_loads(path, monkeypatch):
     from lightning_nas.protocol import load_protocol, search_jobs

@@ -121,3 +121,43 @@ def test_pc_darts_supernets_group_apart_from_plain_ones():
     plain = Run(Path("b"), {"space": "NB201Supernet(primitives=['none', 'skip_connect'])"}, {})
     assert pc.get("space") == "NB201Supernet (partial_channels=4, edge_normalization)"
     assert plain.get("space") == "NB201Supernet"
+
+
+def test_damaged_runs_are_skipped_by_name_and_a_nan_run_is_never_the_best(runs, tmp_path, capsys):
+    """A truncated or non-object summary.json, a config.yaml that is not YAML: skipped with a named line, the others
+    reported; a partial last line of genotypes.jsonl is dropped; a NaN accuracy never makes a group's best run."""
+    import json
+
+    work = tmp_path / "runs"
+    shutil.copytree(runs / "nb201", work)
+    dirs = sorted(p.parent for p in work.rglob("summary.json"))
+    good, bad = dirs[0], dirs[1]
+    (bad / "summary.json").write_text('{"method": "lightning_nas.methods.DARTS", "metri')
+    out = tmp_path / "r.html"
+    assert main(["report", str(work), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped run {bad}: summary.json cannot be read" in err and out.is_file()
+    (bad / "summary.json").write_text("[1, 2]")
+    (good / "config.yaml").write_text("model: {class_path: [")
+    assert main(["report", str(work), "--out", str(out)]) == 2  # nothing left to report
+    err = capsys.readouterr().err
+    assert "holds a list, not a run summary" in err and "config.yaml cannot be read" in err
+    shutil.rmtree(work)
+    shutil.copytree(runs / "nb201", work)
+    good, other = sorted(p.parent for p in work.rglob("summary.json"))
+    with (good / "genotypes.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "genot')  # killed while appending
+    summary = json.loads((other / "summary.json").read_text())
+    summary["metrics"]["val/acc"] = float("nan")
+    (other / "summary.json").write_text(json.dumps(summary))
+    page = build([work])
+    group = next(g for g in page["groups"] if "NB201Supernet" in g["name"])
+    assert group["best"]["path"] == str(good.resolve())
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_the_work(runs, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["report", str(runs), "--out", str(blocker / "report.html")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report to" in err and "pass --out in a folder you can write" in err

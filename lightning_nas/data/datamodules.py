@@ -152,7 +152,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return ResumableLoader(stream, self._progress if resumable and self.trainer is not None else None, pin)
 
     def _eval_loader(self, split: ImageData) -> ResumableLoader:
-        return self._loader(split, {"eval": torch.arange(len(split))}, self.eval_batch_size, False, False)
+        return self._loader(split, {"eval": eval_order(split.labels)}, self.eval_batch_size, False, False)
 
     def test_dataloader(self) -> ResumableLoader:
         return self._eval_loader(self.data.test)
@@ -168,16 +168,16 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def fixed_val_batches(self, n: Optional[int], batch_size: Optional[int] = None) -> list[dict]:
         """The first ``n`` held-out batches (all with ``n=None``; ``batch_size``, default the eval batch size;
-        unshuffled), the same on every rank: a fixed probe set for analysis callbacks and selection."""
+        in ``eval_order``), the same on every rank: a fixed probe set for analysis callbacks and selection."""
         return self._fixed_batches(self._heldout(), n, batch_size)
 
     def fixed_train_batches(self, n: int, batch_size: Optional[int] = None) -> list[dict]:
-        """The first ``n`` batches of the weights' training images (unshuffled, not augmented), the same on every
-        rank: BN re-calibration of single-path children, training-loss probes."""
+        """The first ``n`` batches of the weights' training images (in ``eval_order``, not augmented), the same on
+        every rank: BN re-calibration of single-path children, training-loss probes."""
         return self._fixed_batches(self._training_split(), n, batch_size)
 
     def _fixed_batches(self, split: ImageData, n: Optional[int], batch_size: Optional[int] = None) -> list[dict]:
-        stream = IndexBatchStream(split.images, split.labels, {"eval": torch.arange(len(split))},
+        stream = IndexBatchStream(split.images, split.labels, {"eval": eval_order(split.labels)},
                                   batch_size or self.eval_batch_size, self.seed, shuffle=False)
         return list(stream) if n is None else [batch for _, batch in zip(range(n), stream)]
 
@@ -199,6 +199,16 @@ class InMemoryDataModule(pl.LightningDataModule):
             else:  # train and val batches of a search are both augmented, as in DARTS
                 out[key] = (self.augment(x, batch["seed"] + (0 if key == "train" else 1)), y)
         return out
+
+
+def eval_order(labels: torch.Tensor) -> torch.Tensor:
+    """The order validation and test visit a split in: as stored, unless it is sorted by class (an image folder's
+    test split), which a limited validation (``trainer.limit_val_batches``) would see as one class only: then a
+    fixed shuffle (seed 0, the same for every run)."""
+    n = len(labels)
+    if n > 1 and bool((labels[1:] >= labels[:-1]).all()) and labels[0] != labels[-1]:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return torch.arange(n)
 
 
 def _nbytes(split: ImageData) -> int:

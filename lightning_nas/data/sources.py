@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import re
 import sys
 import tarfile
@@ -24,6 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lightning_nas import safe_pickle
 from lightning_nas.errors import DataError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -118,8 +118,12 @@ def _download(url: str, target: Path, md5: str) -> None:
 
 
 def _unpickle(blob: bytes, what: str) -> dict:
+    """A CIFAR python batch, read without running code from it (``safe_pickle``)."""
     try:
-        return pickle.loads(blob, encoding="bytes")
+        return safe_pickle.loads(blob, encoding="bytes")
+    except safe_pickle.UnsafePickleError as err:
+        raise DataError(f"{what} is not a CIFAR python batch: {err}; delete it and download the official archive "
+                        "again") from err
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise DataError(f"{what} is not a readable CIFAR python batch ({err}); delete it and download again") from err
 

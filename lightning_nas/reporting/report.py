@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 from jinja2 import Environment, select_autoescape
 
-from lightning_nas.errors import LightningNASError
+from lightning_nas.errors import LightningNASError, OutputError
 from lightning_nas.reporting.benchmark_table import benchmark_table, table_markdown
 from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure, data_uri
 from lightning_nas.reporting.runs import (
@@ -91,7 +92,10 @@ def _run_view(run: Run) -> dict[str, Any]:
 
 def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, Any]:
     """What the page shows, as plain data (the tests read it too)."""
-    runs = find_runs(paths)
+    skipped: list[str] = []
+    runs = find_runs(paths, skipped)
+    for message in skipped:
+        print(f"lightning_nas report: {message}", file=sys.stderr)
     if not runs:
         raise FileNotFoundError(f"no run directories (folders with a summary.json) under {[str(p) for p in paths]}")
     groups = group_runs(runs, group_by)
@@ -141,12 +145,27 @@ def render_markdown(page: dict[str, Any]) -> str:
 def write_report(paths: Sequence[Path], out: Path, group_by: Sequence[str] = DEFAULT_GROUP_BY
                  ) -> tuple[dict[str, Any], str]:
     """Build the page, write the HTML to ``out`` and the Markdown beside it; returns (page, Markdown)."""
+    check_writable(out)  # before the work: a report that cannot be written is refused first
     page = build(paths, group_by)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(page))
     markdown = render_markdown(page)
-    out.with_suffix(".md").write_text(markdown)
+    try:
+        out.write_text(render_html(page))
+        out.with_suffix(".md").write_text(markdown)
+    except OSError as err:
+        raise OutputError(f"cannot write the report to {out} ({err.strerror or err}): free space there or pass "
+                          "--out in another folder") from None
     return page, markdown
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an ``--out`` whose folder cannot be created or written, naming it and the fix."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write the report to {out}: {out.parent} is not writable ({err.strerror or err}); "
+                          "pass --out in a folder you can write") from None
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,29 +110,68 @@ def skip_count(genotype: dict[str, Any]) -> Optional[int]:
     return None
 
 
-def find_runs(paths: Iterable[Path]) -> list[Run]:
-    """Every run directory (one with a summary.json) at or below ``paths``, in path order."""
+class DamagedRun(ValueError):
+    """A run directory whose summary or config cannot be read: skipped by reports, named in a warning."""
+
+
+def find_runs(paths: Iterable[Path], skipped: Optional[list[str]] = None) -> list[Run]:
+    """Every run directory (one with a summary.json) at or below ``paths``, in path order. A damaged one (a
+    truncated summary.json, a config.yaml that is not YAML, ...) is left out and named in ``skipped`` (else on
+    stderr), so one broken directory never hides the others."""
     dirs: set[Path] = set()
     for p in paths:
         p = Path(p)
         if (p / "summary.json").is_file():
             dirs.add(p.resolve())
         dirs.update(s.parent.resolve() for s in p.rglob("summary.json"))
-    return [load_run(d) for d in sorted(dirs)]
+    runs = []
+    for d in sorted(dirs):
+        try:
+            runs.append(load_run(d))
+        except DamagedRun as err:
+            message = f"skipped run {d}: {err}"
+            if skipped is None:
+                print(f"lightning_nas: {message}", file=sys.stderr)
+            else:
+                skipped.append(message)
+    return runs
 
 
 def load_run(path: Path) -> Run:
-    summary = json.loads((path / "summary.json").read_text())
+    """The run in ``path``; ``DamagedRun`` names what cannot be read. A partial last line of genotypes.jsonl (a
+    run killed while appending) is dropped; metrics.csv rows are read as far as they go."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedRun(f"summary.json cannot be read ({err}); rerun or resume the run to rewrite it") from None
+    if not isinstance(summary, dict):
+        raise DamagedRun(f"summary.json holds a {type(summary).__name__}, not a run summary (a JSON object)")
     config_file = path / "config.yaml"
-    config_text = config_file.read_text() if config_file.is_file() else ""
+    try:
+        config_text = config_file.read_text() if config_file.is_file() else ""
+        config = yaml.safe_load(config_text) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise DamagedRun(f"config.yaml cannot be read ({str(err).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise DamagedRun(f"config.yaml holds a {type(config).__name__}, not a run config (a mapping)")
     rows: list[dict[str, str]] = []
     if (path / "metrics.csv").is_file():
-        with (path / "metrics.csv").open() as f:
-            rows = list(csv.DictReader(f))
+        try:
+            with (path / "metrics.csv").open() as f:
+                rows = [r for r in csv.DictReader(f) if None not in r]  # a row wider than the header is damaged
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise DamagedRun(f"metrics.csv cannot be read ({err})") from None
     genotypes: list[dict[str, Any]] = []
     if (path / "genotypes.jsonl").is_file():
-        genotypes = [json.loads(line) for line in (path / "genotypes.jsonl").read_text().splitlines() if line]
-    return Run(path, summary, yaml.safe_load(config_text) or {}, config_text, rows, genotypes)
+        lines = [line for line in (path / "genotypes.jsonl").read_text(errors="replace").splitlines() if line]
+        for k, line in enumerate(lines):
+            try:
+                genotypes.append(json.loads(line))
+            except json.JSONDecodeError:
+                if k < len(lines) - 1:
+                    raise DamagedRun(f"genotypes.jsonl line {k + 1} is not JSON") from None
+                # the last line, cut by a kill while it was appended: the epochs before it stand
+    return Run(path, summary, config, config_text, rows, genotypes)
 
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, list[Run]]:
@@ -163,5 +203,6 @@ def fmt_mean_std(stat: Optional[tuple[float, float, int]]) -> str:
 
 
 def best_run(runs: Sequence[Run], key: str = "val/acc") -> Optional[Run]:
-    scored = [r for r in runs if r.final(key) is not None]
+    """The run with the highest final ``key``; a run without it, or with NaN (diverged), is never the best."""
+    scored = [r for r in runs if r.final(key) is not None and not math.isnan(r.final(key))]
     return max(scored, key=lambda r: r.final(key)) if scored else None

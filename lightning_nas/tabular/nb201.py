@@ -8,8 +8,9 @@ the official files, which add validation accuracies (columns ``<dataset>_valid``
 - NATS-Bench ``NATS-tss-v1_0-3ffb9-full.pickle.pbz2`` / ``NATS-tss-v1_0-3ffb9.pickle.pbz2`` (one file),
 - NAS-Bench-201 ``NAS-Bench-201-v1_0-e61699.pth`` / ``NAS-Bench-201-v1_1-096897.pth``,
 - a CSV (optionally gzipped) with the shipped table's columns.
-Only plain dicts are read from the official files (no nats_bench install needed); they are pickles, so load
-only files you downloaded from the benchmark's authors.
+Only plain containers are rebuilt from the official files (no nats_bench install needed): the pickles through
+``safe_pickle``, the ``.pth`` with ``torch.load(weights_only=True)``, so a file that names anything else (code to run)
+is refused with one line, not executed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from lightning_nas import safe_pickle
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
 from lightning_nas.search_spaces.nb201.arch import NB201Arch
 
@@ -159,7 +161,7 @@ def _from_official(meta_archs: list[str], infos: dict[int, dict], hp: str, sourc
 
 def _pickle_bz2(path: Path) -> Any:
     with bz2.open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 -- the benchmark's own format; see the module docstring
+        return safe_pickle.load(f)  # plain containers only: no code from the file runs
 
 
 def _read_nats_dir(root: Path) -> NB201Benchmark:
@@ -177,7 +179,7 @@ def _read_official_file(path: Path) -> NB201Benchmark:
     if path.suffix == ".pth":
         import torch
 
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=True)  # plain containers: no code runs
         hp = "full"
     else:
         data = _pickle_bz2(path)
@@ -205,7 +207,14 @@ def _load(path: Optional[str]) -> NB201Benchmark:
             raw = p.read_bytes()
             return _read_csv((gzip.decompress(raw) if p.name.endswith(".gz") else raw).decode(), str(p))
         return _read_official_file(p)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError) as err:
+    except pickle.UnpicklingError as err:
+        if isinstance(err, safe_pickle.UnsafePickleError) or "Weights only load failed" in str(err):
+            first = str(err).strip().splitlines()[0]
+            raise DataError(f"the NAS-Bench-201 benchmark {p} holds more than plain containers ({first[:200]}): it "
+                            f"is not the official file and was not read; {DOWNLOAD_HINT}") from err
+        raise DataError(f"cannot read the NAS-Bench-201 benchmark {p} ({type(err).__name__}: {err}); the file "
+                        f"may be truncated or of another format: {DOWNLOAD_HINT}") from err
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"cannot read the NAS-Bench-201 benchmark {p} ({type(err).__name__}: {err}); the file "
                         f"may be truncated or of another format: {DOWNLOAD_HINT}") from err
 

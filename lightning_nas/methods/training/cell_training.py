@@ -170,7 +170,9 @@ def load_teacher(path: Optional[str], loss_fn: DistillationLoss, space: str,
         return None
     if not path:
         raise ConfigError(f"model.loss {loss_fn.describe()} distils from a teacher: set model.teacher to a trained "
-                          "network's checkpoint (fit experiments/mf_kd/teacher_nb201_cifar10.yaml first), or use "
+                          "network's checkpoint (fit a teacher first: experiments/tiny/teacher_nb201.yaml for the "
+                          "tiny configs, experiments/mf_kd/teacher_nb201_cifar10_cpu.yaml on a CPU, "
+                          "experiments/mf_kd/teacher_nb201_cifar10.yaml on a GPU), or use "
                           "lightning_nas.methods.training.distill_losses.CrossEntropy")
     teacher = Teacher.from_checkpoint(path)
     teacher.check_student(space, num_classes, loss_fn.needs_features)

@@ -68,6 +68,12 @@ class Genotype:
     def from_dict(cls, data: dict[str, Any], source: str = "") -> Genotype:
         if "genotype" in data and isinstance(data["genotype"], dict):  # a genotype.json written by a run
             data = data["genotype"]
+        if data.get("space") not in (None, "darts"):  # another space's cell (a NAS-Bench-201 run, say)
+            arch = f" --model.init_args.arch '{data['arch']}'" if "arch" in data else ""
+            raise GenotypeError(
+                f"{source or 'the genotype'} is a {data['space']} cell, not a DARTS-space genotype: train it with "
+                f"TrainCell, e.g. python -m lightning_nas fit --config experiments/mf_kd/teacher_nb201_cifar10_cpu.yaml"
+                f"{arch}")
         missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(data)
         if missing:
             raise GenotypeError(f"genotype is missing the keys {sorted(missing)}")
