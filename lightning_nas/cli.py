@@ -41,20 +41,34 @@ from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
 from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, NothingToDo
 from lightning_nas.reproducibility import git_revision, library_versions
+from lightning_nas.run_lock import RunLock
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
 #: run directories this process created: a command that fails before writing anything removes its own
 CREATED_RUN_DIRS: list[Path] = []
+HELD_LOCKS: list[RunLock] = []  # released when the command ends, however it ends
 _NOTHING_WRITTEN = {"config.yaml", "hparams.yaml"}
 
 
-def _version_name(root: Path, name: str) -> str:
+def _version_name(root: Path, name: str, claim: bool = False) -> str:
+    """A timestamp version not taken yet; ``claim``: its directory is created here (atomically, so two runs started
+    in the same second get two directories)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     version, k = stamp, 1
-    while (root / name / version).exists():
+    while True:
+        path = root / name / version
+        if claim:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.mkdir()
+                CREATED_RUN_DIRS.append(path)
+                return version
+            except FileExistsError:
+                pass
+        elif not path.exists():
+            return version
         k += 1
         version = f"{stamp}-{k}"
-    return version
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -203,7 +217,8 @@ class NASCLI(LightningCLI):
             print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to, an "
                   "earlier summary.json is kept as summary.before-resume-N.json)", file=sys.stderr)
         else:
-            version = run.version or os.environ.get("TORCHELASTIC_RUN_ID") or _version_name(root, name)
+            version = (run.version or os.environ.get("TORCHELASTIC_RUN_ID")
+                       or _version_name(root, name, claim=self.subcommand == "fit"))
             if self.subcommand != "fit":
                 base, k = f"{version}-{self.subcommand}", 1
                 version = base
@@ -211,12 +226,10 @@ class NASCLI(LightningCLI):
                     k += 1
                     version = f"{base}{k}"
             self.run_dir = root / name / version
-            first_process = int(os.environ.get("NODE_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
-            if self.subcommand == "fit" and first_process and (self.run_dir / "config.yaml").exists():
-                raise ConfigError(
-                    f"the run directory {self.run_dir} already holds a run (run.version {version!r}); a new run never "
-                    "overwrites it: choose another run.version (or leave it unset for a timestamp), or continue that "
-                    f"run with --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}")
+        first_process = int(os.environ.get("NODE_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
+        owner = self.subcommand == "fit" and first_process
+        if owner and resumed is None and (self.run_dir / "config.yaml").exists():
+            raise self._holds_a_run()
         if not self.run_dir.exists():
             CREATED_RUN_DIRS.append(self.run_dir)
         try:
@@ -224,7 +237,19 @@ class NASCLI(LightningCLI):
         except OSError as err:
             raise ConfigError(f"cannot create the run directory {self.run_dir} ({err.strerror}): set --run.root to a "
                               "writable folder") from None
+        if owner:  # one writer per run: a second process with the same run.version, or a resume, waits its turn
+            lock = RunLock(self.run_dir)
+            lock.acquire()
+            HELD_LOCKS.append(lock)
+            if resumed is None and (self.run_dir / "config.yaml").exists():  # started and finished meanwhile
+                raise self._holds_a_run()
         os.environ[RUN_DIR_ENV] = str(self.run_dir.resolve())
+
+    def _holds_a_run(self) -> ConfigError:
+        return ConfigError(
+            f"the run directory {self.run_dir} already holds a run (run.version {self.run_dir.name!r}); a new run "
+            "never overwrites it: choose another run.version (or leave it unset for a timestamp), or continue that "
+            f"run with --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}")
 
     def _resumed_run_dir(self, ckpt_path: Any) -> Optional[Path]:
         """The run directory a ``fit --ckpt_path`` continues: the checkpoint's own run when it is
@@ -453,6 +478,11 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
     return None
 
 
+def _release_locks() -> None:
+    while HELD_LOCKS:
+        HELD_LOCKS.pop().release()
+
+
 def _remove_empty_run_dirs() -> None:
     """Remove the run directories this command created if it failed before writing anything but its config."""
     while CREATED_RUN_DIRS:
@@ -506,6 +536,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         NASCLI(args=argv if argv != sys.argv[1:] else None)
     except Exception as exc:
+        _release_locks()
         err = _our_error(exc)  # jsonargparse wraps errors of the classes it builds in a dump of the config
         if err is None:
             raise
@@ -513,6 +544,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{err.prefix}: {err}", file=sys.stderr)
         return err.exit_code
     finally:  # the variable only hands the run directory to DDP children of this call
+        _release_locks()
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
         else:

@@ -126,7 +126,7 @@ def test_benchmark_fitness_on_a_space_without_a_table_is_refused(tmp_path, capsy
 # ---- the import graph ------------------------------------------------------------------------------------------
 #: each package layer may import only itself and the layers before it
 LAYERS = [
-    {"errors", "reproducibility", "safe_pickle"},
+    {"errors", "reproducibility", "safe_pickle", "run_lock"},
     {"search_spaces", "tabular", "proxies"},
     {"data"},
     {"core"},
