@@ -9,12 +9,14 @@ unless the config names its own CheckpointIO plugin.
 (a mid-epoch checkpoint: resuming from it continues exactly) and ends the run with ``Interrupted``, which the CLI
 reports with the command that resumes the run and exit code 128 + the signal number (143 for SIGTERM), so a
 scheduler does not record success. A second Ctrl-C stops at once. Under DDP the ranks agree on the stop with one
-boolean all-reduce per step, so all of them write and stop at the same step.
+boolean all-reduce every 10 steps (and at the epoch's last), so all of them write and stop at the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any, Optional
@@ -24,24 +26,47 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.core.module import NASModule
-from lightning_nas.errors import Interrupted
+from lightning_nas.errors import Interrupted, OutputError
 
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGINT")) if s is not None)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file next to the target, then an atomic rename."""
+    """``torch.save`` to a temporary file next to the target (never through TMPDIR), then an atomic rename. A write
+    that fails (a full disk, a folder turned read-only) stops the run with one line naming the file, the cause, the
+    last good checkpoint (left intact) and ``resume_command`` (``{ckpt}`` is replaced by that checkpoint)."""
+
+    def __init__(self, resume_command: str = "python -m lightning_nas fit --config <run>/config.yaml "
+                                             "--ckpt_path {ckpt}"):
+        super().__init__()
+        self.resume_command = resume_command
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.write(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and "PytorchStreamWriter" not in str(err):
+                raise  # not a failed write
+            raise OutputError(self._failed_write(path, err)) from None
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    def _failed_write(self, path: Path, err: BaseException) -> str:
+        cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free < 64 * 2**20:
+                cause = f"{cause}; the disk is full"
+        last = path.parent / "last.ckpt"
+        good = last if last.is_file() else path if path.is_file() else None  # the write never touched them
+        kept = ("no checkpoint of this run was written before" if good is None else
+                f"the last good checkpoint, {good}, is intact; after freeing space (or making {path.parent} writable) "
+                f"resume with: {self.resume_command.format(ckpt=good)}")
+        return f"cannot write the checkpoint {path} ({cause}): {kept}"
 
     def write(self, checkpoint: dict[str, Any], path: Path, storage_options: Optional[Any] = None) -> None:
         super().save_checkpoint(checkpoint, path, storage_options)

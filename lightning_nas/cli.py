@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
 from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
 from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, NothingToDo
+from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, NothingToDo, OutputError
 from lightning_nas.reproducibility import git_revision, library_versions
 from lightning_nas.run_lock import RunLock
 
@@ -298,12 +299,12 @@ class NASCLI(LightningCLI):
                                              enable_version_counter=False))
             callbacks += self._mid_epoch_checkpoints(cfg.run, ckpt_dir)
             # after the config's callbacks: they see the step the run stops at
-            callbacks.append(GracefulStop(ckpt_dir, f"python -m lightning_nas fit --config "
-                                                    f"{self.run_dir / 'config.yaml'} --ckpt_path {{ckpt}}"))
+            resume = f"python -m lightning_nas fit --config {self.run_dir / 'config.yaml'} --ckpt_path {{ckpt}}"
+            callbacks.append(GracefulStop(ckpt_dir, resume))
             plugins = trainer_init.get("plugins") or []
             plugins = plugins if isinstance(plugins, list) else [plugins]
             if not any(isinstance(p, CheckpointIO) for p in plugins):  # a kill during a write keeps the old file
-                trainer_init["plugins"] = plugins + [AtomicCheckpointIO()]
+                trainer_init["plugins"] = plugins + [AtomicCheckpointIO(resume)]
             monitor = cfg.run.monitor
             if monitor:
                 callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
@@ -473,9 +474,23 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
             return exc
         if isinstance(exc, MisconfigurationException):  # Lightning's own clear messages (devices, accelerator, ...)
             return ConfigError(f"{exc} (a trainer setting; `python -m lightning_nas fit --help` lists them)")
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:  # a log or artifact write: the disk, not the run
+            return OutputError(_disk_message(exc))
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO}
+
+
+def _disk_message(err: OSError) -> str:
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
+    resume = (f"; the last good checkpoint, {last}, is intact: after freeing space (or making the folder writable) "
+              f"resume with: python -m lightning_nas fit --config {Path(run_dir) / 'config.yaml'} --ckpt_path {last}"
+              if last is not None and last.is_file() else "")
+    return f"cannot write {err.filename or 'a file of the run'} ({err.strerror}){resume}"
 
 
 def _release_locks() -> None:

@@ -259,3 +259,29 @@ def test_a_class_sorted_split_is_validated_in_a_fixed_shuffle():
     assert len(set(sorted_labels[order[:64]].tolist())) == 10  # the first batch holds every class
     mixed = torch.tensor([3, 1, 4, 1, 5])
     assert torch.equal(eval_order(mixed), torch.arange(5))  # any other split keeps its order
+
+
+def test_image_folder_files_from_elsewhere(tmp_path):
+    """16-bit PNGs keep their contrast, broken links and link loops are named, and an image replaced inside a class
+    folder is seen (the cache key covers every file)."""
+    from PIL import Image
+
+    _png_folder(tmp_path / "imgs")
+    cat = tmp_path / "imgs" / "train" / "cat"
+    grey16 = (np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800)  # 0 .. 63000
+    Image.fromarray(grey16).save(cat / "0.png")  # mode I;16
+    ds = load_image_folder(tmp_path / "imgs", cache_dir=tmp_path / "cache")
+    decoded = ds.train.images[0, 0].numpy()
+    assert np.array_equal(decoded, np.round(grey16 * 255.0 / 65535.0).astype(np.uint8))  # not all white
+    # an image replaced inside a class folder: the folder's own size and time do not change, the cache key does
+    pixels = np.full((6, 6, 3), 7, dtype=np.uint8)
+    Image.fromarray(pixels).save(cat / "0.png")
+    again = load_image_folder(tmp_path / "imgs", cache_dir=tmp_path / "cache")
+    assert int(again.train.images[0].max()) == 7
+    (cat / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"gone.png is a broken symbolic link .* remove it or restore its target"):
+        load_image_folder(tmp_path / "imgs", cache_dir=tmp_path / "cache")
+    (cat / "gone.png").unlink()
+    (cat / "loop").symlink_to(tmp_path / "imgs" / "train")
+    with pytest.raises(DataError, match=r"a symbolic link loop\): remove the link"):
+        load_image_folder(tmp_path / "imgs", cache_dir=tmp_path / "cache")

@@ -5,6 +5,7 @@ previous checkpoint loadable; mid-epoch checkpoints every N steps."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 
 import pytest
@@ -123,3 +124,32 @@ def test_a_bad_checkpoint_path_is_refused_before_anything_is_written(tmp_path, c
         err = capsys.readouterr().err
         assert code == 2 and message in err and "weights_only" not in err and "Traceback" not in err, name
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_at_a_checkpoint_write_stops_with_one_line_and_keeps_the_last_good_one(tmp_path, capsys,
+                                                                                            monkeypatch):
+    import errno
+
+    from lightning_nas.checkpointing import AtomicCheckpointIO
+
+    writes = {"n": 0}
+    original = AtomicCheckpointIO.write
+
+    def filling_disk(self, checkpoint, path, storage_options=None):
+        writes["n"] += 1
+        if writes["n"] == 2:  # the second checkpoint: the disk is full
+            path.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "write", filling_disk)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no_such_tmp"))  # checkpoints never go through TMPDIR
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v"])
+    err = capsys.readouterr().err.strip().splitlines()
+    run = next(tmp_path.glob("*/v"))
+    last = run / "checkpoints" / "last.ckpt"
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert re.search(rf"cannot write the checkpoint {run}/checkpoints/\S+\.ckpt \(No space left on device\)", err[0]), err
+    assert f"the last good checkpoint, {last}, is intact" in err[0] and f"--ckpt_path {last}" in err[0]
+    assert torch.load(last, weights_only=True)["state_dict"]  # the first checkpoint, whole
+    assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()

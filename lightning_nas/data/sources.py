@@ -186,6 +186,13 @@ def _decode(blob: bytes, name: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(blob)) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip it to white
+                wide = np.asarray(img, dtype=np.float64)
+                if wide.max(initial=0) > 65535 or wide.min(initial=0) < 0:
+                    raise DataError(f"image {name} holds {img.mode} values outside 0..65535: convert it to 8 or 16 "
+                                    "bits per channel")
+                grey = np.round(wide * (255.0 / 65535.0)).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"cannot decode image {name} ({err}): the file is corrupt; replace or remove it") from err
@@ -199,8 +206,7 @@ def _natural_key(path: str) -> list:
 def _iter_image_files(root: Path) -> Iterable[tuple[str, bytes]]:
     """(relative path, bytes) for every image below ``root`` (a directory or a tar archive), in natural order."""
     if root.is_dir():
-        paths = [p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_EXT]
-        for path in sorted(paths, key=lambda p: _natural_key(p.relative_to(root).as_posix())):
+        for path in _image_paths(root):
             yield path.relative_to(root).as_posix(), path.read_bytes()
         return
     try:
@@ -213,6 +219,42 @@ def _iter_image_files(root: Path) -> Iterable[tuple[str, bytes]]:
         yield from sorted(files, key=lambda f: _natural_key(f[0]))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"{root} is not a readable tar archive ({err}): the file is corrupt; fetch it again") from err
+
+
+def _image_paths(root: Path) -> list[Path]:
+    """The image files below the folder ``root`` in natural order, through symbolic links to folders; a broken link
+    or a link loop is an error naming it."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        if any(a.resolve() == real for a in here.parents if a == root or root in a.parents):
+            raise DataError(f"image folder {root}: {here} leads back to {real} (a symbolic link loop): remove the "
+                            "link")
+        dirnames.sort()
+        for name in filenames:
+            path = here / name
+            if path.suffix.lower() not in _IMAGE_EXT:
+                continue
+            if not path.exists():
+                raise DataError(f"image folder {root}: {path} is a broken symbolic link (to {os.readlink(path)}): "
+                                "remove it or restore its target")
+            out.append(path)
+    return sorted(out, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+
+
+def _content_key(root: Path) -> dict[str, object]:
+    """What the decoded cache must match: for a folder, every image file's path, size and modification time (an
+    image added, removed or replaced inside a class folder changes it); for an archive, its size and time."""
+    stat = root.stat()
+    key: dict[str, object] = {"source": str(root.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    if root.is_dir():
+        digest = hashlib.sha1()
+        for path in _image_paths(root):
+            st = path.stat()
+            digest.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        key = {"source": str(root.resolve()), "files": digest.hexdigest()}
+    return key
 
 
 def _decode_image_folder(root: Path) -> dict[str, object]:
@@ -274,8 +316,7 @@ def load_image_folder(path: str | Path, cache_dir: Optional[str | Path] = None, 
     if not root.exists():
         raise DataError(f"image folder {root} does not exist: point data_dir at a folder (or .tar/.tar.gz) "
                         "holding train/<class>/* and test/<class>/*")
-    stat = root.stat()
-    key = {"source": str(root.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    key = _content_key(root)
     cache = _cache_path(root, Path(cache_dir) if cache_dir else None)
     data = None
     if cache.is_file():
