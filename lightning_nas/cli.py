@@ -66,6 +66,9 @@ def _version_name(root: Path, name: str, claim: bool = False) -> str:
                 return version
             except FileExistsError:
                 pass
+            except OSError as err:
+                raise ConfigError(f"cannot create the run directory {path} ({err.strerror}): set --run.root to a "
+                                  "writable folder") from None
         elif not path.exists():
             return version
         k += 1
@@ -211,9 +214,17 @@ class NASCLI(LightningCLI):
         name = run.name or (f"{cfg.model.class_path.rsplit('.', 1)[-1].lower()}_"
                             f"{(data_args.get('dataset') if data_args else None) or 'data'}")
         resumed = self._resumed_run_dir(cfg.get("ckpt_path"))
-        if resumed is not None:
-            _refuse_finished(Path(str(cfg.get("ckpt_path"))), resumed, trainer_args.get("max_epochs"))
         if resumed is not None:  # continue the interrupted run where it lives: its logs are appended to
+            changed = _resume_changes(resumed / "config.yaml", self._config_text())
+            _refuse_finished(Path(str(cfg.get("ckpt_path"))), resumed, trainer_args.get("max_epochs"))
+            k = 1
+            while (resumed / f"config.resume-{k}.yaml").exists():
+                k += 1
+            # the run's config.yaml stays as it was written; this segment's config goes beside it
+            self.save_config_kwargs["config_filename"] = f"config.resume-{k}.yaml"
+            if changed:
+                print(f"lightning_nas: resuming with {', '.join(changed)} (allowed: they do not change what is "
+                      f"trained; recorded in config.resume-{k}.yaml)", file=sys.stderr)
             self.run_dir = resumed
             print(f"lightning_nas: resuming into {resumed} (metrics.csv and genotypes.jsonl are appended to, an "
                   "earlier summary.json is kept as summary.before-resume-N.json)", file=sys.stderr)
@@ -419,6 +430,40 @@ class _DropTips(logging.Filter):
         return not ("stopped:" in msg and "`max_epochs=" in msg)
 
 
+#: what a resume may not change: the run's identity and what it trains on (the rest, such as devices, callbacks,
+#: loggers, validation limits or the data's location, may change and is recorded)
+_FIXED_ON_RESUME = ("seed_everything", "model.", "data.", "trainer.max_epochs", "trainer.max_steps",
+                    "trainer.min_epochs", "trainer.min_steps", "trainer.limit_train_batches",
+                    "trainer.accumulate_grad_batches", "trainer.precision", "trainer.gradient_clip_val",
+                    "trainer.gradient_clip_algorithm")
+_FREE_ON_RESUME = ("data.init_args.data_dir", "data.init_args.cache_dir", "data.init_args.download",
+                   "data.init_args.resident", "data.init_args.eval_batch_size", "model.init_args.compile")
+
+
+def _resume_changes(original: Path, config_text: str) -> list[str]:
+    """Compares a resume's resolved config with the run's config.yaml: refuses a change of what the run trains
+    (seed, model, data, epochs, ...: the checkpoint's optimizer state, split and schedule belong to the original
+    values), naming each with both values and the fix; returns the allowed changes as "key (old -> new)"."""
+    try:
+        before = flatten_config(yaml.safe_load(original.read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return []  # nothing to compare with: the checkpoint's own checks apply
+    after = flatten_config(yaml.safe_load(config_text) or {})
+    refused, allowed = [], []
+    for key in sorted(set(before) | set(after)):
+        if key == "ckpt_path" or key.startswith("run.") or before.get(key) == after.get(key):
+            continue
+        change = f"{key} ({before.get(key)!r} -> {after.get(key)!r})"
+        fixed = key.startswith(_FIXED_ON_RESUME) and not key.startswith(_FREE_ON_RESUME)
+        (refused if fixed else allowed).append(change)
+    if refused:
+        raise ConfigError(
+            f"a resume cannot change {', '.join(refused)}: the checkpoint's weights, optimizer state, data split and "
+            f"schedule belong to the run's values. Resume with its config (--config {original}), or start a new run "
+            "for other settings")
+    return allowed
+
+
 def _refuse_finished(ckpt: Path, run_dir: Path, max_epochs: Any) -> None:
     """A resume of a run that already trained its ``max_epochs`` (a requeued job, the resume command run twice):
     nothing to train, and a fit would rewrite summary.json without metrics. Said in one line, exit code 0."""
@@ -476,6 +521,12 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
             return ConfigError(f"{exc} (a trainer setting; `python -m lightning_nas fit --help` lists them)")
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:  # a log or artifact write: the disk, not the run
             return OutputError(_disk_message(exc))
+        if isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict"):
+            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+            return CheckpointError(f"the checkpoint holds another network ({lines[0][:200] if lines else exc}; "
+                                   f"{max(len(lines) - 1, 0)} more differences): it was written with other model "
+                                   "settings; resume it with the config it was written with (config.yaml in its run "
+                                   "directory)")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 
 import pytest
@@ -79,31 +80,57 @@ def test_resume_continues_in_the_run_directory_and_never_clobbers_a_run(tmp_path
     first = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1",
                            "--trainer.max_epochs", "1", capsys=capsys)
     metrics_before = (first / "metrics.csv").read_text()
-    summary_before = (first / "summary.json").read_text()
     # the same run.version again: refused, nothing of the first run touched
     code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v1"])
     err = capsys.readouterr().err
     assert code == 2 and "already holds a run" in err and f"--ckpt_path {first / 'checkpoints' / 'last.ckpt'}" in err
     assert (first / "metrics.csv").read_text() == metrics_before
-    # resuming from its checkpoint continues in its directory, appending to its logs
-    resumed = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path / "elsewhere"),
-                             "--trainer.max_epochs", "2", "--ckpt_path", str(first / "checkpoints" / "last.ckpt"),
-                             capsys=capsys)
-    assert resumed == first and not (tmp_path / "elsewhere").exists()
-    metrics = (first / "metrics.csv").read_text()
-    assert metrics.startswith(metrics_before.splitlines()[0]) and len(metrics) > len(metrics_before)
-    epochs = [json.loads(line)["epoch"] for line in (first / "genotypes.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1]
-    summary = json.loads((first / "summary.json").read_text())
-    assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
-    assert (first / "summary.before-resume-1.json").read_text() == summary_before  # the first part's, kept
-    # the same resume command again (a requeued job): nothing to do, exit 0, the summary untouched
-    finished = (first / "summary.json").read_text()
-    code = main(["fit", "--config", str(TINY1), "--trainer.max_epochs", "2", "--ckpt_path",
+    # a resume that changes what the run trains (here its epochs: the cosine period of its schedule) is refused
+    config_before = (first / "config.yaml").read_text()
+    code = main(["fit", "--config", str(first / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path",
                  str(first / "checkpoints" / "last.ckpt")])
     err = capsys.readouterr().err
-    assert code == 0 and f"the run in {first} already finished its 2 epochs" in err
-    assert (first / "summary.json").read_text() == finished and not (first / "summary.before-resume-2.json").exists()
+    assert code == 2 and "a resume cannot change trainer.max_epochs (1 -> 2)" in err
+    assert (first / "config.yaml").read_text() == config_before
+    assert (first / "metrics.csv").read_text() == metrics_before
+    code = main(["fit", "--config", str(first / "config.yaml"), "--seed_everything", "5", "--ckpt_path",
+                 str(first / "checkpoints" / "last.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "a resume cannot change" in err and "seed_everything (2 -> 5)" in err
+    # a checkpoint taken elsewhere, for another network shape: one line, not the state_dict's differences
+    elsewhere = tmp_path / "copied.ckpt"
+    shutil.copy(first / "checkpoints" / "last.ckpt", elsewhere)
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "other"), "--trainer.max_epochs", "2",
+                 "--model.init_args.supernet.init_args.channels", "6", "--ckpt_path", str(elsewhere)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "the checkpoint holds another network" in err[0], err
+    # an interrupted run resumed from its checkpoint continues in its directory, appending to its logs
+    cut_dir = tmp_path / "cut" / "v1"
+    probe = json.dumps([{"class_path": "tests.probes.StopAfterBatches",
+                         "init_args": {"batches": 3, "checkpoint": str(cut_dir / "checkpoints" / "last.ckpt")}}])
+    cut = run_in_process("fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.name", "cut",
+                         "--run.version", "v1", "--trainer.callbacks", probe, capsys=capsys)
+    assert cut == cut_dir
+    metrics_before = (cut / "metrics.csv").read_text()
+    summary_before = (cut / "summary.json").read_text()
+    config_before = (cut / "config.yaml").read_text()
+    resumed = run_in_process("fit", "--config", str(cut / "config.yaml"), "--run.root", str(tmp_path / "elsewhere"),
+                             "--trainer.enable_progress_bar", "false", "--ckpt_path",
+                             str(cut / "checkpoints" / "last.ckpt"), capsys=capsys)
+    assert resumed == cut and not (tmp_path / "elsewhere").exists()
+    metrics = (cut / "metrics.csv").read_text()
+    assert metrics.startswith(metrics_before.splitlines()[0]) and len(metrics) > len(metrics_before)
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["metrics"]["val/acc"] is not None
+    assert (cut / "summary.before-resume-1.json").read_text() == summary_before  # the first part's, kept
+    # the run's config stays as written; the resumed segment's (with what it may change) goes beside it
+    assert (cut / "config.yaml").read_text() == config_before and (cut / "config.resume-1.yaml").is_file()
+    # the same resume command again (a requeued job): nothing to do, exit 0, the summary untouched
+    finished = (cut / "summary.json").read_text()
+    code = main(["fit", "--config", str(cut / "config.yaml"), "--ckpt_path", str(cut / "checkpoints" / "last.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 0 and f"the run in {cut} already finished its 2 epochs" in err
+    assert (cut / "summary.json").read_text() == finished and not (cut / "summary.before-resume-2.json").exists()
     # a command that fails before writing anything leaves no directory behind
     code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "failed"),
                  "--model.init_args.hvp_epsilon", "-1"])
@@ -149,7 +176,8 @@ def test_a_full_disk_at_a_checkpoint_write_stops_with_one_line_and_keeps_the_las
     run = next(tmp_path.glob("*/v"))
     last = run / "checkpoints" / "last.ckpt"
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
-    assert re.search(rf"cannot write the checkpoint {run}/checkpoints/\S+\.ckpt \(No space left on device\)", err[0]), err
+    written = rf"cannot write the checkpoint {run}/checkpoints/\S+\.ckpt \(No space left on device\)"
+    assert re.search(written, err[0]), err
     assert f"the last good checkpoint, {last}, is intact" in err[0] and f"--ckpt_path {last}" in err[0]
     assert torch.load(last, weights_only=True)["state_dict"]  # the first checkpoint, whole
     assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
