@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import importlib
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
 #: run directories this process created: a command that fails before writing anything removes its own
 CREATED_RUN_DIRS: list[Path] = []
 HELD_LOCKS: list[RunLock] = []  # released when the command ends, however it ends
-_NOTHING_WRITTEN = {"config.yaml", "hparams.yaml"}
+_NOTHING_WRITTEN = {"config.yaml", "hparams.yaml", "wandb"}  # wandb: a W&B run that never started
 
 
 def _version_name(root: Path, name: str, claim: bool = False) -> str:
@@ -202,6 +203,8 @@ class NASCLI(LightningCLI):
                 if init_args is not None and "seed" in init_args:
                     init_args["seed"] = seed
         trainer_args = cfg.get("trainer") or {}
+        if self.subcommand in ("fit", "validate", "test") and "WandbLogger" in str(trainer_args.get("logger")):
+            _check_wandb()  # before any directory is created
         for key in ("max_epochs", "max_steps"):
             if self.subcommand == "fit" and trainer_args.get(key) == 0:
                 raise ConfigError(f"trainer.{key} 0 trains nothing: the run would report the initial, untrained "
@@ -440,6 +443,16 @@ _FREE_ON_RESUME = ("data.init_args.data_dir", "data.init_args.cache_dir", "data.
                    "data.init_args.resident", "data.init_args.eval_batch_size", "model.init_args.compile")
 
 
+def _method_id(class_path: Any) -> str:
+    """A config's model class as ``NASModule.method_id`` names it (``lightning_nas.methods.DARTS`` is an alias)."""
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return str(class_path)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _resume_changes(original: Path, config_text: str) -> list[str]:
     """Compares a resume's resolved config with the run's config.yaml: refuses a change of what the run trains
     (seed, model, data, epochs, ...: the checkpoint's optimizer state, split and schedule belong to the original
@@ -449,6 +462,10 @@ def _resume_changes(original: Path, config_text: str) -> list[str]:
     except (OSError, yaml.YAMLError):
         return []  # nothing to compare with: the checkpoint's own checks apply
     after = flatten_config(yaml.safe_load(config_text) or {})
+    old_method, new_method = (_method_id(c.get("model.class_path")) for c in (before, after))
+    if old_method != new_method:
+        raise CheckpointError(f"the checkpoint was written by method {old_method}, but this run is {new_method}: "
+                              f"resume it with the config it was written with (--config {original})")
     refused, allowed = [], []
     for key in sorted(set(before) | set(after)):
         if key == "ckpt_path" or key.startswith("run.") or before.get(key) == after.get(key):
@@ -521,6 +538,10 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
             return ConfigError(f"{exc} (a trainer setting; `python -m lightning_nas fit --help` lists them)")
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:  # a log or artifact write: the disk, not the run
             return OutputError(_disk_message(exc))
+        if type(exc).__module__.startswith("wandb") and isinstance(exc, Exception):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return OutputError(f"W&B could not start the run ({first[:300]}): check the network and your login, or "
+                               "run offline with WANDB_MODE=offline (`wandb sync` uploads it later)")
         if isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict"):
             lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
             return CheckpointError(f"the checkpoint holds another network ({lines[0][:200] if lines else exc}; "
@@ -530,6 +551,24 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+#: how long W&B may take to start a run before the fit gives up with a message (WANDB_INIT_TIMEOUT overrides it)
+WANDB_INIT_TIMEOUT_S = 30
+
+
+def _check_wandb() -> None:
+    """A W&B logger online needs a login: checked before anything is created. A server that does not answer is
+    given ``WANDB_INIT_TIMEOUT`` seconds (default 30, W&B's own is 90), then the fit stops with one line."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError("trainer.logger is a WandbLogger, and W&B online needs a login: run `wandb login` (or set "
+                          "WANDB_API_KEY), or run offline with WANDB_MODE=offline (`wandb sync` uploads it later)")
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", str(WANDB_INIT_TIMEOUT_S))
 
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO}

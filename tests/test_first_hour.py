@@ -77,3 +77,14 @@ def test_a_run_prints_one_screen_without_lightning_noise(tmp_path):
     epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
     assert [e.split(" |")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]  # one progress line per epoch
     assert all("val/acc" in e and "search/arch_loss" in e for e in epochs)
+
+
+def test_wandb_online_without_a_login_is_refused_before_anything_is_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: no stored key
+    logger = json.dumps({"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "x"}})
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path / "runs"), "--trainer.logger", logger])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "W&B online needs a login" in err[0] and "WANDB_MODE=offline" in err[0]
+    assert not (tmp_path / "runs").exists()
