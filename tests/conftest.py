@@ -33,3 +33,13 @@ def tiny_supernet_factory():
 @pytest.fixture
 def run_root(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+class RunsCode:
+    """A pickle payload that creates ``marker`` when unpickled by plain pickle: a data file that would run code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.marker, "w"))

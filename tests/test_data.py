@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CIFAR_JPG
+from conftest import CIFAR_JPG, RunsCode
 
 from lightning_nas.data.augment import BatchAugment
 from lightning_nas.data.batches import IndexBatchStream
@@ -214,22 +214,12 @@ def test_resident_images_give_the_same_batches_as_host_images():
         assert b["train"][0].device.type == "meta" and a["train"][0].shape == b["train"][0].shape
 
 
-class _RunsCode:
-    """A pickle payload that would create ``marker`` when unpickled with plain pickle."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
     marker = tmp_path / "pwned"
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-            blob = pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}, protocol=2)
+            blob = pickle.dumps({b"data": RunsCode(marker), b"labels": [0]}, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_JPG
+from conftest import CIFAR_JPG, RunsCode
 from torch import nn
 
 from lightning_nas.errors import ConfigError, DataError, GenotypeError
@@ -192,21 +192,13 @@ def test_reads_nas_bench_201_pth_and_exports_csv(tmp_path):
     _check_official(load_benchmark(tmp_path / "table.csv.gz"))
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_benchmark_files_that_would_run_code_are_refused_unrun(tmp_path):
     marker = tmp_path / "pwned"
     pth = tmp_path / "NAS-Bench-201-v1_1-096897.pth"
-    torch.save({"meta_archs": ["x"], "arch2infos": {0: _RunsCode(marker)}}, pth)
+    torch.save({"meta_archs": ["x"], "arch2infos": {0: RunsCode(marker)}}, pth)
     pbz2 = tmp_path / "NATS-tss-v1_0-3ffb9-full.pickle.pbz2"
     with bz2.open(pbz2, "wb") as f:
-        pickle.dump({"meta_archs": ["x"], "arch2infos": {0: _RunsCode(marker)}}, f)
+        pickle.dump({"meta_archs": ["x"], "arch2infos": {0: RunsCode(marker)}}, f)
     for path in (pth, pbz2):
         with pytest.raises(DataError, match="holds more than plain containers"):
             load_benchmark(path)
