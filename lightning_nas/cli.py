@@ -15,6 +15,7 @@ import errno
 import importlib
 import json
 import logging
+import netrc
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Optional
+from urllib.parse import urlparse
 
 import pytorch_lightning as pl
 import torch
@@ -563,12 +565,22 @@ def _check_wandb() -> None:
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "disabled", "dryrun"):
         return
-    import wandb
-
-    if not wandb.login(prompt=False, verify=False):
+    if not _wandb_key_stored():
         raise ConfigError("trainer.logger is a WandbLogger, and W&B online needs a login: run `wandb login` (or set "
                           "WANDB_API_KEY), or run offline with WANDB_MODE=offline (`wandb sync` uploads it later)")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", str(WANDB_INIT_TIMEOUT_S))
+
+
+def _wandb_key_stored() -> bool:
+    """Whether W&B has an API key (``WANDB_API_KEY``, or the netrc entry ``wandb login`` writes for its host),
+    checked without importing wandb, whose settings, once set up, would hold for the rest of the process."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO}
