@@ -16,6 +16,7 @@ stays on the host on a GPU too, and reading it is free. A read the algorithm nee
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -38,6 +39,13 @@ _HOST_READS = ("tolist", "numpy", "cpu")
 _COPIES = ("aten::_to_copy", "aten::copy_")
 #: ops whose CPU kernel checks its input on the host where the CUDA kernel relies on a device assert
 _CPU_ONLY_CHECKS = ("one_hot",)
+#: frames of the package itself (not of a checkout or environment that happens to be named after it)
+_PACKAGE = os.path.dirname(os.path.dirname(__file__)) + os.sep  # as the frames name it (no resolving)
+_THIS_FILE = __file__
+
+
+def _ours(filename: str) -> bool:
+    return filename.startswith(_PACKAGE) and filename != _THIS_FILE
 
 
 @dataclass
@@ -65,10 +73,10 @@ class _Tracker:
 
     def record(self, what: str) -> None:
         frames = traceback.extract_stack()[:-3]
-        ours = [f for f in frames if "lightning_nas" in f.filename and "host_sync" not in f.filename]
+        ours = [f for f in frames if _ours(f.filename)]
         f = (ours or frames)[-1]
         inner = [g for g in frames[frames.index(f) + 1:]
-                 if "torch/_compile.py" not in g.filename and "host_sync" not in g.filename][-2:]
+                 if "torch/_compile.py" not in g.filename and g.filename != _THIS_FILE][-2:]
         where = f"{f.filename}:{f.lineno} {f.name}"
         if inner:
             where += " (in " + " > ".join(f"{g.filename.rsplit('site-packages/', 1)[-1]}:{g.lineno} {g.name}"
@@ -133,7 +141,7 @@ def _called_from_here() -> bool:
     """Whether lightning_nas itself called: on the CPU a library's ``.to(device)`` names the CPU as the device,
     which on a GPU is the GPU; lightning_nas names the CPU only to reach the host."""
     frame = traceback.extract_stack(limit=3)[0]  # the caller of __torch_function__
-    return "lightning_nas" in frame.filename and "host_sync" not in frame.filename
+    return _ours(frame.filename)
 
 
 class HostSyncCounter(Callback):
