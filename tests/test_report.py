@@ -22,7 +22,19 @@ def runs(tmp_path_factory):
         assert main(["fit", "--config", str(TINY / "darts_nb201.yaml"), "--run.root", str(root / "nb201"),
                      "--seed_everything", str(seed)]) == 0
     assert main(["fit", "--config", str(TINY / "darts_first_order.yaml"), "--run.root", str(root / "darts")]) == 0
+    # a test and a validate of one NB201 run's checkpoint: columns of that run, never runs of their own
+    first = sorted(p.parent for p in (root / "nb201").rglob("summary.json"))[0]
+    for subcommand in ("test", "validate"):
+        assert main([subcommand, "--config", str(first / "config.yaml"), "--ckpt_path",
+                     str(first / "checkpoints" / "last.ckpt")]) == 0
     return root
+
+
+def _fit_dirs(root):
+    """The fit runs below ``root`` (not the validate / test runs of their checkpoints), in path order."""
+    import json
+
+    return sorted(p.parent for p in root.rglob("summary.json") if json.loads(p.read_text())["subcommand"] == "fit")
 
 
 def test_report_groups_runs_and_writes_an_offline_page(runs, tmp_path, capsys):
@@ -38,6 +50,8 @@ def test_report_groups_runs_and_writes_an_offline_page(runs, tmp_path, capsys):
     held_out = next(m for m in nb201["metrics"] if m["label"].startswith("final held-out"))
     assert held_out["n"] == 2 and "±" in held_out["value"] and nb201["best"]["seed"] in (0, 1)
     assert any(m["label"].startswith("NB201 CIFAR-10") for m in nb201["metrics"])
+    test_acc = next(m for m in nb201["metrics"] if m["label"] == "test acc (%)")  # from the attached test run
+    assert test_acc["n"] == 1 and len(list(runs.rglob("*-test/summary.json"))) == 1
     # figures inline (curves, cell diagrams, alpha heatmaps), provenance behind a click, nothing fetched online
     assert html.count("data:image/png;base64,") >= 3 + 2 * 3
     assert html.count("<details>") == 3 and "seed_everything" in html
@@ -98,7 +112,7 @@ def test_report_lays_out_the_benchmark_table_with_the_published_rows(runs, tmp_p
     row = table["rows"][0]
     assert "NB201Supernet" in row["name"] and row["runs"] == 2
     bench = default_benchmark()
-    archs = [json.loads(p.read_text())["genotype"]["arch"] for p in sorted((runs / "nb201").rglob("genotype.json"))]
+    archs = [json.loads((d / "genotype.json").read_text())["genotype"]["arch"] for d in _fit_dirs(runs / "nb201")]
     values = [bench.accuracy(a, "cifar100") for a in archs]
     assert row["accuracy"]["cifar100"] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
     published = {p["name"]: p for p in table["published"]}
@@ -130,8 +144,7 @@ def test_damaged_runs_are_skipped_by_name_and_a_nan_run_is_never_the_best(runs, 
 
     work = tmp_path / "runs"
     shutil.copytree(runs / "nb201", work)
-    dirs = sorted(p.parent for p in work.rglob("summary.json"))
-    good, bad = dirs[0], dirs[1]
+    good, bad = _fit_dirs(work)
     (bad / "summary.json").write_text('{"method": "lightning_nas.methods.DARTS", "metri')
     out = tmp_path / "r.html"
     assert main(["report", str(work), "--out", str(out)]) == 0
@@ -144,7 +157,7 @@ def test_damaged_runs_are_skipped_by_name_and_a_nan_run_is_never_the_best(runs, 
     assert "holds a list, not a run summary" in err and "config.yaml cannot be read" in err
     shutil.rmtree(work)
     shutil.copytree(runs / "nb201", work)
-    good, other = sorted(p.parent for p in work.rglob("summary.json"))
+    good, other = _fit_dirs(work)
     with (good / "genotypes.jsonl").open("a") as f:
         f.write('{"epoch": 3, "genot')  # killed while appending
     summary = json.loads((other / "summary.json").read_text())

@@ -47,6 +47,20 @@ class Run:
     config_text: str = ""
     rows: list[dict[str, str]] = field(default_factory=list)
     genotypes: list[dict[str, Any]] = field(default_factory=list)
+    #: ``validate`` / ``test`` runs of this run's checkpoints, by subcommand: their final metrics (the latest)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def subcommand(self) -> str:
+        return str(self.summary.get("subcommand") or "fit")
+
+    def evaluated_run(self) -> Optional[Path]:
+        """For a ``validate`` / ``test`` run: the run directory whose checkpoint it evaluated, if it was one."""
+        ckpt = self.config.get("ckpt_path")
+        if not ckpt:
+            return None
+        path = Path(str(ckpt))
+        return path.parent.parent.resolve() if path.parent.name == "checkpoints" else None
 
     @property
     def seed(self) -> Any:
@@ -86,6 +100,8 @@ class Run:
         if key == "num_parameters":
             return self.summary.get("num_parameters")
         value = metrics.get(key)
+        if value is None and key.startswith(("test/", "val/")):  # from a validate / test run of this run
+            value = (self.evaluations.get("test" if key.startswith("test/") else "validate") or {}).get(key)
         if value is None:
             return None
         return 100 * value if key.endswith("/acc") else value
@@ -124,17 +140,35 @@ def find_runs(paths: Iterable[Path], skipped: Optional[list[str]] = None) -> lis
         if (p / "summary.json").is_file():
             dirs.add(p.resolve())
         dirs.update(s.parent.resolve() for s in p.rglob("summary.json"))
-    runs = []
+    loaded, notes = [], []
     for d in sorted(dirs):
         try:
-            runs.append(load_run(d))
+            loaded.append(load_run(d))
         except DamagedRun as err:
-            message = f"skipped run {d}: {err}"
-            if skipped is None:
-                print(f"lightning_nas: {message}", file=sys.stderr)
-            else:
-                skipped.append(message)
+            notes.append(f"skipped run {d}: {err}")
+    runs = attach_evaluations(loaded, notes)
+    for message in notes:
+        if skipped is None:
+            print(f"lightning_nas: {message}", file=sys.stderr)
+        else:
+            skipped.append(message)
     return runs
+
+
+def attach_evaluations(runs: Sequence[Run], notes: list[str]) -> list[Run]:
+    """The fit runs, each with the ``validate`` / ``test`` runs of its checkpoints attached (``evaluations``: the
+    latest of each subcommand): an evaluation is a column of the run it evaluated, never a run of its own. One whose
+    run is not among ``runs`` is left out and named in ``notes``."""
+    fits = [r for r in runs if r.subcommand == "fit"]
+    by_path = {r.path.resolve(): r for r in fits}
+    for run in sorted((r for r in runs if r.subcommand != "fit"), key=lambda r: r.path.stat().st_mtime):
+        target = by_path.get(run.evaluated_run())
+        if target is None:
+            notes.append(f"left out {run.subcommand} run {run.path}: the run it evaluated "
+                         f"({run.config.get('ckpt_path')}) is not among the reported ones; pass its folder too")
+            continue
+        target.evaluations[run.subcommand] = run.summary.get("metrics") or {}
+    return fits
 
 
 def load_run(path: Path) -> Run:
