@@ -58,8 +58,9 @@ def test_the_default_stays_eager_and_bad_options_are_refused():
     assert compile_options(True, torch.device("cpu")) == {}
     with pytest.raises(ConfigError, match="unknown torch.compile argument"):
         compile_options({"modes": "max-autotune"}, torch.device("cpu"))
-    with pytest.raises(ConfigError, match="GDAS runs another sub-network"):
-        GDAS(supernet=lambda n, c: NB201Supernet(n, c, channels=4, cells_per_stage=1), compile=True)
+    for spec in (True, {}, {"backend": "aot_eager"}):  # an empty mapping compiles with the defaults, too
+        with pytest.raises(ConfigError, match="GDAS runs another sub-network"):
+            GDAS(supernet=lambda n, c: NB201Supernet(n, c, channels=4, cells_per_stage=1), compile=spec)
 
 
 @pytest.mark.parametrize("cls, kwargs, identical", [

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_nas.core.capabilities import TrainsArchitecture
@@ -65,6 +66,12 @@ def compile_options(spec: CompileSpec, device: torch.device) -> Optional[dict[st
                               "dynamic, fullgraph or options")
         return dict(spec)
     raise ConfigError(f"model.compile must be true, false or a mapping of torch.compile arguments, got {spec!r}")
+
+
+def epoch_mean() -> MeanMetric:
+    """The epoch mean of a per-step loss, updated without a host read: torchmetrics' default NaN check reads every
+    value on the host to drop NaN; here a NaN stays in the mean, and FiniteCheck stops a diverged run."""
+    return MeanMetric(nan_strategy="disable")
 
 
 def log_replicated(module: pl.LightningModule, name: str, value: Any, **kwargs: Any) -> None:

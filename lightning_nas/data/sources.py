@@ -246,15 +246,14 @@ def _image_paths(root: Path) -> list[Path]:
 def _content_key(root: Path) -> dict[str, object]:
     """What the decoded cache must match: for a folder, every image file's path, size and modification time (an
     image added, removed or replaced inside a class folder changes it); for an archive, its size and time."""
-    stat = root.stat()
-    key: dict[str, object] = {"source": str(root.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
-    if root.is_dir():
-        digest = hashlib.sha1()
-        for path in _image_paths(root):
-            st = path.stat()
-            digest.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        key = {"source": str(root.resolve()), "files": digest.hexdigest()}
-    return key
+    if not root.is_dir():
+        stat = root.stat()
+        return {"source": str(root.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    digest = hashlib.sha1()
+    for path in _image_paths(root):
+        st = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return {"source": str(root.resolve()), "files": digest.hexdigest()}
 
 
 def _decode_image_folder(root: Path) -> dict[str, object]:

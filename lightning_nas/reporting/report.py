@@ -92,10 +92,7 @@ def _run_view(run: Run) -> dict[str, Any]:
 
 def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, Any]:
     """What the page shows, as plain data (the tests read it too)."""
-    skipped: list[str] = []
-    runs = find_runs(paths, skipped)
-    for message in skipped:
-        print(f"lightning_nas report: {message}", file=sys.stderr)
+    runs = find_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no run directories (folders with a summary.json) under {[str(p) for p in paths]}")
     groups = group_runs(runs, group_by)

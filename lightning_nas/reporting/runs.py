@@ -130,10 +130,10 @@ class DamagedRun(ValueError):
     """A run directory whose summary or config cannot be read: skipped by reports, named in a warning."""
 
 
-def find_runs(paths: Iterable[Path], skipped: Optional[list[str]] = None) -> list[Run]:
-    """Every run directory (one with a summary.json) at or below ``paths``, in path order. A damaged one (a
-    truncated summary.json, a config.yaml that is not YAML, ...) is left out and named in ``skipped`` (else on
-    stderr), so one broken directory never hides the others."""
+def find_runs(paths: Iterable[Path]) -> list[Run]:
+    """Every fit run directory (one with a summary.json) at or below ``paths``, in path order, with its evaluations
+    attached. A damaged one (a truncated summary.json, a config.yaml that is not YAML, ...) is left out and named on
+    stderr, so one broken directory never hides the others."""
     dirs: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -148,10 +148,7 @@ def find_runs(paths: Iterable[Path], skipped: Optional[list[str]] = None) -> lis
             notes.append(f"skipped run {d}: {err}")
     runs = attach_evaluations(loaded, notes)
     for message in notes:
-        if skipped is None:
-            print(f"lightning_nas: {message}", file=sys.stderr)
-        else:
-            skipped.append(message)
+        print(f"lightning_nas report: {message}", file=sys.stderr)
     return runs
 
 

@@ -94,8 +94,8 @@ class DARTS(BilevelSearch):
         net = self.supernet
         alphas, weights = net.arch_parameters(), net.weight_parameters()
         norm = torch.sqrt(sum((t.double() ** 2).sum() for t in v))
-        # r stays a device scalar (no host read); v = 0 gives a zero product, not 0/0
-        r = torch.where(norm > 0, self.hvp_epsilon / norm, torch.zeros_like(norm))
+        # r stays a device scalar (no host read); v = 0 gives a zero product, not 0/0; a NaN v stays NaN
+        r = torch.where(norm == 0, torch.zeros_like(norm), self.hvp_epsilon / norm)
 
         def grad_at(sign: float) -> tuple[torch.Tensor, ...]:
             with torch.no_grad():
@@ -104,7 +104,7 @@ class DARTS(BilevelSearch):
             return torch.autograd.grad(self._train_loss(x, y), alphas)
 
         g_plus, g_minus = grad_at(1.0), grad_at(-1.0)
-        return [torch.where(norm > 0, (gp - gm) / (2 * r), torch.zeros_like(gp)) for gp, gm in zip(g_plus, g_minus)]
+        return [torch.where(norm == 0, torch.zeros_like(gp), (gp - gm) / (2 * r)) for gp, gm in zip(g_plus, g_minus)]
 
 
 def check_unrollable(opt: torch.optim.Optimizer, unroll: str = "exact") -> None:

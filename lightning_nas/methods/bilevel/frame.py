@@ -20,7 +20,6 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from torchmetrics import MeanMetric
 
 from lightning_nas.core.capabilities import SamplesChildren, TrainsArchitecture
 from lightning_nas.core.child_eval import frozen_bn_stats
@@ -30,6 +29,7 @@ from lightning_nas.core.module import (
     NASModule,
     build_optimizer,
     compile_options,
+    epoch_mean,
     resolve_callable,
 )
 from lightning_nas.errors import ConfigError
@@ -82,8 +82,7 @@ class BilevelSearch(TrainsArchitecture, SamplesChildren, NASModule):
         names = [n for n, p in self.named_parameters() if any(p is a for a in self.supernet.arch_parameters())]
         self._ddp_params_and_buffers_to_ignore = names
         self.init_accuracy_metrics(num_classes)
-        # nan_strategy "disable": dropping NaN would read every loss on the host; FiniteCheck stops a diverged run
-        self.arch_loss_mean, self.weight_loss_mean = (MeanMetric(nan_strategy="disable") for _ in range(2))
+        self.arch_loss_mean, self.weight_loss_mean = epoch_mean(), epoch_mean()
 
     # ---- identity --------------------------------------------------------------------------------------
     def space_id(self) -> str:

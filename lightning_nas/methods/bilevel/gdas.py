@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_nas.core.host_reads import host_read
+from lightning_nas.core.module import compile_options
 from lightning_nas.errors import ConfigError
 from lightning_nas.methods.bilevel.frame import BilevelSearch
 from lightning_nas.methods.bilevel.sampling import gumbel_noise
@@ -41,10 +42,11 @@ WEIGHT_STREAM, ARCH_STREAM = 31, 37
 def gumbel_hard_sample(alpha: torch.Tensor, tau: float, generator: torch.Generator
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """One GDAS draw per row of ``alpha`` (edges x ops): the straight-through hard weights and the drawn ops (on
-    alpha's device). The Gumbel noise is drawn on the CPU from ``generator``; a draw with inf is redrawn (official
-    ``search_cells.py``: ``while True`` until neither the noise nor the softmax has inf or NaN; the softmax of a
-    finite alpha plus finite noise is always finite, so checking the noise, on the host, decides the same; a
-    non-finite alpha, on which the official loop never ends, is the divergence check's to stop)."""
+    alpha's device). The Gumbel noise is drawn on the CPU from ``generator``; a draw with inf is redrawn. The
+    official ``search_cells.py`` also redraws when the softmax has inf or NaN; that happens only for a non-finite
+    alpha (on which its loop never ends; here the divergence check stops the run) or when a logit overflows the
+    float range, (noise + log_softmax(alpha)) / tau > 3.4e38 in float32, i.e. tau below about 3e-37 (the noise of
+    a float32 draw is at most about 104): short of those, checking the noise on the host decides the same."""
     while True:
         gumbels = gumbel_noise(alpha.shape, alpha.dtype, generator)
         if bool(torch.isfinite(gumbels).all()):
@@ -70,7 +72,7 @@ class GDAS(BilevelSearch):
             raise ConfigError(f"need 0 < model.tau_min <= model.tau_max, got {tau_min}, {tau_max}")
         if genotype_rule not in ("pooled", "darts"):
             raise ConfigError(f"model.genotype_rule must be 'pooled' or 'darts', got {genotype_rule!r}")
-        if self.compile_spec:
+        if compile_options(self.compile_spec, torch.device("cpu")) is not None:  # ``{}`` compiles too
             raise ConfigError("GDAS runs another sub-network at every draw, and torch.compile would compile each one "
                               "anew: set model.compile false")
         self.genotype_rule = genotype_rule

@@ -43,11 +43,10 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
-from torchmetrics import MeanMetric
 
 from lightning_nas.core.capabilities import UpdatesChildren
 from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy, child_bn
-from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, resolve_callable
+from lightning_nas.core.module import DARTS_WEIGHT_SGD, NASModule, build_optimizer, epoch_mean, resolve_callable
 from lightning_nas.data.datamodules import SearchDataModule
 from lightning_nas.errors import CheckpointError, ConfigError
 from lightning_nas.methods.single_path.projection import GradientProjector
@@ -134,7 +133,7 @@ class SinglePathSearch(UpdatesChildren, NASModule):
             # identical on every rank by construction: DDP need not broadcast it every forward
             self._ddp_params_and_buffers_to_ignore += [f"projector.{n}" for n, _ in self.projector.named_buffers()]
         self.init_accuracy_metrics(num_classes)
-        self.weight_loss_mean = MeanMetric(nan_strategy="disable")
+        self.weight_loss_mean = epoch_mean()
         g = torch.Generator().manual_seed(mix_seed(seed, CANDIDATE_STREAM))
         self.candidates: list[Path] = [self.supernet.random_path(g) for _ in range(candidates)]
         self.neighbours, self.distance, self.aggregation = neighbours, distance, aggregation
