@@ -11,6 +11,7 @@ import torch
 from cli_utils import run_in_process, weights
 from conftest import REPO
 
+from lightning_nas.cli import main
 from lightning_nas.core.module import compile_options
 from lightning_nas.errors import ConfigError
 
@@ -90,3 +91,18 @@ def test_which_multi_tensor_optimizers_equal_the_for_loop(cls, kwargs, identical
 
     same = all(torch.equal(a, b) for a, b in zip(run(foreach=False), run(**kwargs)))
     assert same is identical
+
+
+def test_the_gpu_speed_block_composes_with_a_search_config(capsys):
+    """experiments/blocks/speed/gpu.yaml (README: Speed on a GPU) adds compile, bf16 and resident images to a
+    search's config."""
+    import yaml
+
+    configs = ["--config", str(REPO / "experiments" / "darts" / "nb201_cifar10.yaml"),
+               "--config", str(REPO / "experiments" / "blocks" / "speed" / "gpu.yaml")]
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *configs, "--print_config"])
+    assert stop.value.code in (0, None)
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["init_args"]["compile"] is True and resolved["trainer"]["precision"] == "bf16-mixed"
+    assert resolved["data"]["init_args"]["resident"] == "auto"
