@@ -40,16 +40,23 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from lightning_nas.callbacks.finite_check import FiniteCheck
 from lightning_nas.callbacks.progress import EpochLines
 from lightning_nas.callbacks.run_artifacts import RunArtifacts, format_summary
-from lightning_nas.checkpointing import AtomicCheckpointIO, GracefulStop
+from lightning_nas.checkpointing import (
+    AtomicCheckpointIO,
+    BestCheckpoint,
+    GracefulStop,
+    MidEpochCheckpoint,
+    ResumeState,
+)
 from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
-from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, NothingToDo, OutputError
+from lightning_nas.errors import CheckpointError, ConfigError, LightningNASError, LostProcess, NothingToDo, OutputError
 from lightning_nas.reproducibility import git_revision, library_versions
 from lightning_nas.run_lock import RunLock
 
 RUN_DIR_ENV = "LIGHTNING_NAS_RUN_DIR"
 #: run directories this process created: a command that fails before writing anything removes its own
 CREATED_RUN_DIRS: list[Path] = []
+ACTIVE_TRAINER: Optional[pl.Trainer] = None  # the fit's trainer, for the error message of a lost DDP process
 HELD_LOCKS: list[RunLock] = []  # released when the command ends, however it ends
 _NOTHING_WRITTEN = {"config.yaml", "hparams.yaml", "wandb"}  # wandb: a W&B run that never started
 
@@ -88,7 +95,13 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class AppendingCSVLogger(CSVLogger):
-    """``<run dir>/metrics.csv``, appended to when a run continues in its directory."""
+    """``<run dir>/metrics.csv``, appended to when a run continues in its directory; its ``epoch`` column numbers
+    epochs from 1, as every output does (Lightning logs ``current_epoch``, from 0)."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        super().log_metrics(metrics, step)
 
     @property
     def experiment(self) -> ExperimentWriter:
@@ -309,6 +322,12 @@ class NASCLI(LightningCLI):
         first: list[pl.Callback] = []  # before the config's callbacks: nothing reads diverged values
         if self.subcommand == "fit":  # validate / test only read a checkpoint
             first.append(FiniteCheck(cfg.run.finite_check_every, ckpt_dir))
+            first.append(ResumeState())  # before any callback that writes a checkpoint after a batch
+            monitor = cfg.run.monitor
+            if monitor:  # before last.ckpt's: the epoch's last.ckpt holds the best score that epoch set
+                callbacks.append(BestCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
+                                                else "max", filename="best-epoch{epoch:03d}",
+                                                auto_insert_metric_name=False))
             # last.ckpt is rewritten after every epoch on its own: Lightning 2.6's save_last only refreshes it when
             # a top-k checkpoint is saved in the same step, which leaves it stale once the metric stops improving
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
@@ -321,11 +340,6 @@ class NASCLI(LightningCLI):
             plugins = plugins if isinstance(plugins, list) else [plugins]
             if not any(isinstance(p, CheckpointIO) for p in plugins):  # a kill during a write keeps the old file
                 trainer_init["plugins"] = plugins + [AtomicCheckpointIO(resume)]
-            monitor = cfg.run.monitor
-            if monitor:
-                callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="min" if "loss" in monitor
-                                                 else "max", filename="best-epoch{epoch:03d}",
-                                                 auto_insert_metric_name=False))
             callbacks.append(EpochLines())
         seed = cfg.get("seed_everything")
         ckpt_path = cfg.get("ckpt_path")
@@ -335,7 +349,9 @@ class NASCLI(LightningCLI):
         if not isinstance(user_callbacks, list):
             user_callbacks = [user_callbacks]
         trainer_init["callbacks"] = first + user_callbacks + callbacks
-        return super().instantiate_trainer(**kwargs)
+        global ACTIVE_TRAINER
+        ACTIVE_TRAINER = super().instantiate_trainer(**kwargs)
+        return ACTIVE_TRAINER
 
     def _mid_epoch_checkpoints(self, run: Any, ckpt_dir: str) -> list[pl.Callback]:
         """last.ckpt also every ``run.checkpoint_every_minutes`` / ``run.checkpoint_every_n_steps`` search steps."""
@@ -346,10 +362,10 @@ class NASCLI(LightningCLI):
         last = dict(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
         out: list[pl.Callback] = []
         if minutes:
-            out.append(ModelCheckpoint(train_time_interval=timedelta(minutes=minutes), **last))
+            out.append(MidEpochCheckpoint(train_time_interval=timedelta(minutes=minutes), **last))
         if steps:  # Lightning counts optimizer steps
             per = self._optimizer_steps_per_search_step()
-            out.append(ModelCheckpoint(every_n_train_steps=steps * per, **last))
+            out.append(MidEpochCheckpoint(every_n_train_steps=steps * per, **last))
         return out
 
     def _optimizer_steps_per_search_step(self) -> int:
@@ -544,6 +560,8 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return OutputError(f"W&B could not start the run ({first[:300]}): check the network and your login, or "
                                "run offline with WANDB_MODE=offline (`wandb sync` uploads it later)")
+        if _peer_lost(exc):
+            return LostProcess(_lost_process_message())
         if isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict"):
             lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
             return CheckpointError(f"the checkpoint holds another network ({lines[0][:200] if lines else exc}; "
@@ -553,6 +571,43 @@ def _our_error(exc: BaseException) -> Optional[LightningNASError]:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+#: what gloo / NCCL / the c10d store say when a peer process of the group has gone
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited",
+              "NCCL communicator was aborted", "failed to recv", "Connection refused")
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+        return False
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(s in str(exc) for s in _PEER_GONE)
+
+
+def _lost_process_message() -> str:
+    """Which process of the DDP run ended (rank 0 launched the others and sees how they ended), and how to resume."""
+    import signal
+
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    lost = "another process of this run (rank 0 names it)"
+    launcher = getattr(getattr(ACTIVE_TRAINER, "strategy", None), "launcher", None)
+    for k, proc in enumerate(getattr(launcher, "procs", None) or [], start=1):
+        with contextlib.suppress(Exception):
+            code = proc.wait(timeout=10)
+            how = (f"killed by {signal.Signals(-code).name}" + (" (what the out-of-memory killer sends)"
+                                                                 if code == -signal.SIGKILL else "")
+                   if code < 0 else f"exit code {code}")
+            lost = f"rank {k} (pid {proc.pid}, {how})"
+            break
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
+    resume = (f"resume with: python -m lightning_nas fit --config {Path(run_dir) / 'config.yaml'} --ckpt_path {last}"
+              if last is not None and last.is_file() else "no checkpoint was written yet: start it again")
+    return f"rank {rank} stopped: {lost} of this multi-process run ended; {resume}"
 
 
 #: how long W&B may take to start a run before the fit gives up with a message (WANDB_INIT_TIMEOUT overrides it)
@@ -642,6 +697,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
     # a resumed run writes its own run directory: the old checkpoint's directory is not reloaded, by design
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    # every metric of a method is an epoch mean (on_epoch): the per-step logging interval hides none of them
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    # a run resumed in its own directory finds its checkpoints there (a new run's directory is always new)
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     # validate / test read a checkpoint and write none, so the fit's checkpoint callbacks are deliberately absent
     warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
@@ -661,6 +720,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{err.prefix}: {err}", file=sys.stderr)
         return err.exit_code
     finally:  # the variable only hands the run directory to DDP children of this call
+        global ACTIVE_TRAINER
+        ACTIVE_TRAINER = None
         _release_locks()
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -38,6 +38,10 @@ class Interrupted(LightningNASError):
         self.exit_code = exit_code
 
 
+class LostProcess(LightningNASError):
+    """Another process of a multi-process (DDP) run ended: this one cannot go on alone."""
+
+
 class OutputError(LightningNASError):
     """An output (a report, a run directory, a checkpoint) cannot be written where it was asked to go."""
 

@@ -14,7 +14,9 @@ one file compares methods. The final stage retrains each entry's picked cell onc
 leave ``final`` out for a benchmark-only protocol).
 
 Resumable: running the same command again skips finished runs (their summary.json exists), resumes interrupted
-ones from their checkpoints/last.ckpt, and restarts runs that died before writing a checkpoint.
+ones from their checkpoints/last.ckpt, and restarts runs that died before writing a checkpoint. With the local
+executor the fits end with the protocol, however it ends (even ``kill -9``): on Linux each gets SIGTERM when the
+protocol dies, saves its step and stops, so a rerun never meets an orphan still writing its run.
 
 Executors: ``local`` runs ``parallel`` fits at a time on this machine (``threads`` torch threads each), or with
 ``gpus: [0, 1, ...]`` one fit per listed GPU at a time (each pinned by CUDA_VISIBLE_DEVICES);
@@ -39,6 +41,7 @@ from typing import Any, Optional
 import yaml
 
 from lightning_nas.errors import ConfigError, LightningNASError
+from lightning_nas.run_lock import RunLock
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 RULES = ("benchmark", "retrain")
@@ -146,9 +149,28 @@ def _is_int(value: Any) -> bool:
 
 
 # ---- running fits ----------------------------------------------------------------------------------------------
-def run_fit(argv: list[str], log: str, threads: int, gpu: Optional[str] = None) -> int:
+def _parent_death_signal() -> Optional[Any]:
+    """A function for the child to run before it starts (resolved here: a forked child of a threaded process must
+    not import): Linux's ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, so the fit gets SIGTERM when the thread that started it
+    ends and a protocol killed with ``kill -9`` leaves no fit running on (it saves its step and stops, as on
+    preemption). None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import functools
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, 1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+
+
+def run_fit(argv: list[str], log: str, threads: int, gpu: Optional[str] = None,
+            die_with_parent: bool = False) -> int:
     """One ``python -m lightning_nas fit ...`` in a subprocess (also what a submitit job runs); ``gpu`` pins it to
-    one GPU (CUDA_VISIBLE_DEVICES)."""
+    one GPU (CUDA_VISIBLE_DEVICES); ``die_with_parent``: the fit gets SIGTERM when this process dies (Linux)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     env.pop("LIGHTNING_NAS_RUN_DIR", None)
@@ -157,15 +179,21 @@ def run_fit(argv: list[str], log: str, threads: int, gpu: Optional[str] = None) 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         return subprocess.run([sys.executable, "-m", "lightning_nas", *argv], stdout=out, stderr=subprocess.STDOUT,
-                              env=env).returncode
+                              env=env, preexec_fn=_parent_death_signal() if die_with_parent else None).returncode
 
 
 def run_stage(jobs: list[Job], protocol: Protocol) -> None:
     """Run the stage's unfinished jobs with the protocol's executor; refuse to go on if one fails."""
     todo = [j for j in jobs if not j.finished]
-    for job in todo:  # died before its first checkpoint: start it again
+    for job in todo:
+        owner = RunLock(job.run_dir).live_owner()
+        if owner is not None:  # never delete or start a run that another process still writes
+            raise LightningNASError(
+                f"{job.run_dir} is being written by process {owner.get('pid')} on {owner.get('host')} (an earlier "
+                "protocol's fit, or this protocol started twice): wait for it to end (or stop it), then run the same "
+                "command again")
         if job.run_dir.exists() and not (job.run_dir / "checkpoints" / "last.ckpt").is_file():
-            shutil.rmtree(job.run_dir)
+            shutil.rmtree(job.run_dir)  # died before its first checkpoint: start it again
     if not todo:
         return
     ex = protocol.executor
@@ -181,7 +209,7 @@ def run_stage(jobs: list[Job], protocol: Protocol) -> None:
         def one(job_log: tuple[Job, str]) -> int:
             gpu = free.get() if gpus else None  # one fit per GPU at a time
             try:
-                return run_fit(job_log[0].argv(), job_log[1], threads, gpu)
+                return run_fit(job_log[0].argv(), job_log[1], threads, gpu, die_with_parent=True)
             finally:
                 if gpu is not None:
                     free.put(gpu)

@@ -68,6 +68,11 @@ class RunLock:
             return None
         return owner if isinstance(owner, dict) else None
 
+    def live_owner(self) -> Optional[dict[str, Any]]:
+        """The owner of the lock when it is held by a live process (or another host's), else None."""
+        owner = self._owner()
+        return owner if owner is not None and _alive(owner) else None
+
     def acquire(self) -> None:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -160,3 +160,17 @@ class RecordedHostSyncs(HostSyncCounter):
     def __init__(self) -> None:
         super().__init__()
         RecordedHostSyncs.last = self
+
+
+class KillRankAt(Callback):
+    """SIGKILLs the process of ``rank`` after its training batch ``batch`` (counted over the run): a DDP rank lost
+    to the out-of-memory killer."""
+
+    def __init__(self, rank: int = 1, batch: int = 3):
+        self.rank, self.batch, self.seen = rank, batch, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        self.seen += 1
+        if self.seen == self.batch and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), signal.SIGKILL)

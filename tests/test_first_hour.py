@@ -65,18 +65,21 @@ def test_discrete_validate_without_a_checkpoint_says_what_to_pass(tmp_path):
     assert proc.returncode == 2 and "--ckpt_path" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_run_prints_one_screen_without_lightning_noise(tmp_path):
-    proc = run_subprocess("fit", "--config", str(TINY1), "--run.root", str(tmp_path))
+@pytest.mark.parametrize("config, epochs, metric", [(TINY1, 2, "search/arch_loss"),
+                                                    (REPO / "experiments" / "tiny" / "saep.yaml", 3, "val/acc")],
+                         ids=["darts", "saep-fewer-batches-than-the-logging-interval"])
+def test_a_run_prints_one_screen_without_lightning_noise(config, epochs, metric, tmp_path):
+    proc = run_subprocess("fit", "--config", str(config), "--run.root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout + proc.stderr
     for noise in ("Tip:", "litlogger", "dirpath has changed", "Total Flops", "configure_optimizers", "Warning",
-                  "warn(", "Seed set to", "GPU available", "TPU available"):
+                  "warn(", "Seed set to", "GPU available", "TPU available", "logging interval"):
         assert noise not in text, noise
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) <= 12, text
-    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
-    assert [e.split(" |")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]  # one progress line per epoch
-    assert all("val/acc" in e and "search/arch_loss" in e for e in epochs)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [e.split(" |")[0] for e in lines] == [f"epoch {k}/{epochs}" for k in range(1, epochs + 1)]
+    assert all("val/acc" in e and metric in e for e in lines)  # one progress line per epoch
 
 
 def test_wandb_online_without_a_login_is_refused_before_anything_is_created(tmp_path, monkeypatch, capsys):

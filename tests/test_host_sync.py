@@ -102,8 +102,8 @@ def test_the_counter_ignores_host_tensors_device_asserts_and_declared_reads():
 
 
 def test_ddp_ranks_agree_on_a_stop_signal_every_n_steps_not_every_step(tmp_path):
-    """The ranks' agreement on a signal is an all-reduce the host waits for: after every n-th step and the epoch's
-    last, not after each."""
+    """The ranks' agreement on a signal is an all-reduce the host waits for: after every n-th step (never after an
+    epoch's last, whose validation comes first) and at each later epoch's start, not after each step."""
     from types import SimpleNamespace
 
     from lightning_nas.checkpointing import GracefulStop
@@ -114,4 +114,11 @@ def test_ddp_ranks_agree_on_a_stop_signal_every_n_steps_not_every_step(tmp_path)
     stop = GracefulStop(str(tmp_path), "resume", ddp_every_n_steps=10)
     for batch_idx in range(25):
         stop.on_train_batch_end(trainer, None, None, None, batch_idx)
-    assert len(asked) == 3  # after steps 10, 20 and 25
+    assert len(asked) == 2  # after steps 10 and 20
+    stop.on_train_epoch_start(trainer, None)  # the first epoch: nothing ended before it
+    stop.on_train_epoch_end(trainer, None)
+    stop.on_train_epoch_start(trainer, None)
+    assert len(asked) == 3
+    for batch_idx in range(25):  # the count goes on over the epochs: steps 30 and 40 (5 + 10 + 10)
+        stop.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert len(asked) == 5

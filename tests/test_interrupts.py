@@ -5,6 +5,7 @@ previous checkpoint loadable; mid-epoch checkpoints every N steps."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import signal
@@ -26,27 +27,46 @@ def _same_run(a, b) -> None:
         assert json.loads((a / "genotype.json").read_text()) == json.loads((b / "genotype.json").read_text())
 
 
-@pytest.mark.parametrize("config, batch, signum", [(TINY1, 3, signal.SIGUSR1), (TINY_RS, 25, signal.SIGINT),
-                                                   (TINY_RETRAIN, 2, signal.SIGTERM)],
-                         ids=["darts-sigusr1", "random_search-sigint", "retrain-sigterm"])
-def test_a_signal_saves_the_step_and_the_resumed_run_equals_the_uninterrupted_one(config, batch, signum, tmp_path,
-                                                                                   capsys):
-    short = ["--trainer.max_epochs", "1"] if config == TINY1 else []  # the signal comes mid-epoch either way
-    full = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "full"), *short,
-                          capsys=capsys)
+def _without_times(path):
+    return [{k: v for k, v in json.loads(line).items() if "time" not in k}
+            for line in path.read_text().splitlines()] if path.exists() else None
+
+
+FAMILIES = [(TINY1, signal.SIGUSR1, None), (TINY_RS, signal.SIGINT, None), (TINY_RETRAIN, signal.SIGTERM, 5),
+            (REPO / "experiments" / "tiny" / "single_path_nb201.yaml", signal.SIGTERM, None),
+            (REPO / "experiments" / "tiny" / "saep.yaml", signal.SIGTERM, None)]
+
+
+@pytest.mark.parametrize("config, signum, batch", FAMILIES,
+                         ids=["bilevel-sigusr1", "discrete-sigint", "training-sigterm-at-an-epochs-last-batch",
+                              "single_path-sigterm", "ensemble-sigterm"])
+def test_a_signal_at_any_step_then_resume_gives_the_uninterrupted_run(config, signum, batch, tmp_path, capsys):
+    """One method per family, stopped by a real signal at a step drawn from the run's steps (seeded by the config's
+    name, so a failure repeats), resumed in place: weights, summary metrics, every logged row of metrics.csv,
+    genotypes.jsonl and the checkpoint files equal the uninterrupted run's. The retraining is stopped at an epoch's
+    last batch: it stops after that epoch's validation, which the resumed run must not lose."""
+    extra = ["--trainer.max_epochs", "3"] if config == TINY_RETRAIN else []
+    run = ["fit", "--config", str(config), *extra, "--run.version", "v"]
+    full = run_in_process(*run, "--run.root", str(tmp_path / "full"), capsys=capsys)
+    steps = json.loads((full / "summary.json").read_text())["search_steps"]
+    batch = batch or random.Random(config.stem).randrange(1, steps)
     probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": batch, "signum": int(signum)}}])
-    code = main(["fit", "--config", str(config), "--run.root", str(tmp_path / "cut"), "--trainer.callbacks", probe,
-                 *short])
+    code = main([*run, "--run.root", str(tmp_path / "cut"), "--trainer.callbacks+", probe])
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
-    # the probe signals at the end of batch `batch`, before the stop check of that step boundary
-    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch}" in err
-    (ckpt,) = (tmp_path / "cut").glob("*/*/checkpoints/last.ckpt")
+    assert code == 128 + signum and f"stopped: stopped by {name} after search step {batch}" in err, err[-2000:]
+    (ckpt,) = (tmp_path / "cut").glob("*/v/checkpoints/last.ckpt")
     assert f"--ckpt_path {ckpt}" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    resumed = run_in_process("fit", "--config", str(config), "--run.root", str(tmp_path / "resumed"),
-                             "--ckpt_path", str(ckpt), *short, capsys=capsys)
+    resumed = run_in_process(*run, "--run.root", str(tmp_path / "cut"), "--ckpt_path", str(ckpt), capsys=capsys)
     _same_run(full, resumed)
+    assert (full / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
+    full_summary, resumed_summary = (json.loads((r / "summary.json").read_text()) for r in (full, resumed))
+    assert full_summary["metrics"] == resumed_summary["metrics"]
+    assert full_summary["best_val_acc"] == resumed_summary["best_val_acc"]
+    assert _without_times(full / "genotypes.jsonl") == _without_times(resumed / "genotypes.jsonl")
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == \
+        sorted(p.name for p in (resumed / "checkpoints").iterdir())
 
 
 def test_sigterm_to_a_subprocess_exits_143_with_a_checkpoint(tmp_path):
@@ -163,8 +183,8 @@ def test_a_full_disk_at_a_checkpoint_write_stops_with_one_line_and_keeps_the_las
     original = AtomicCheckpointIO.write
 
     def filling_disk(self, checkpoint, path, storage_options=None):
-        writes["n"] += 1
-        if writes["n"] == 2:  # the second checkpoint: the disk is full
+        writes["n"] += path.name == "last.ckpt.tmp"
+        if writes["n"] == 2:  # the second last.ckpt: the disk is full
             path.write_bytes(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         original(self, checkpoint, path, storage_options)
@@ -181,3 +201,86 @@ def test_a_full_disk_at_a_checkpoint_write_stops_with_one_line_and_keeps_the_las
     assert f"the last good checkpoint, {last}, is intact" in err[0] and f"--ckpt_path {last}" in err[0]
     assert torch.load(last, weights_only=True)["state_dict"]  # the first checkpoint, whole
     assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
+
+
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_epochs",
+       "1", "--data.init_args.batch_size", "4", "--run.version", "v"]  # 20 steps per rank
+TINY_NB201 = REPO / "experiments" / "tiny" / "darts_nb201.yaml"
+
+
+def test_two_ddp_processes_stopped_mid_epoch_resume_to_the_uninterrupted_run(tmp_path):
+    """The ranks agree on the stop at step 10 of 20, every rank's metric sums and buffers go into the checkpoint:
+    the resumed run logs every row the uninterrupted one logs (val/loss included: every rank evaluates rank 0's BN
+    statistics) and ends with the same weights."""
+    full = run_subprocess("fit", "--config", str(TINY_NB201), *DDP, "--run.root", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+    probe = json.dumps([{"class_path": "tests.probes.SignalAt", "init_args": {"batch": 3}}])
+    cut = run_subprocess("fit", "--config", str(TINY_NB201), *DDP, "--run.root", str(tmp_path / "cut"),
+                         "--trainer.callbacks+", probe)
+    assert cut.returncode == 143 and "after search step 10 (epoch 1)" in cut.stderr, cut.stderr[-2000:]
+    (ckpt,) = (tmp_path / "cut").glob("*/v/checkpoints/last.ckpt")
+    resumed = run_subprocess("fit", "--config", str(TINY_NB201), *DDP, "--run.root", str(tmp_path / "cut"),
+                             "--ckpt_path", str(ckpt))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (a,), (b,) = (tmp_path / "full").glob("*/v"), (tmp_path / "cut").glob("*/v")
+    _same_run(a, b)
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
+
+
+def test_a_ddp_rank_killed_stops_the_other_with_one_line_naming_it(tmp_path):
+    probe = json.dumps([{"class_path": "tests.probes.KillRankAt", "init_args": {"rank": 1, "batch": 13}}])
+    proc = run_subprocess("fit", "--config", str(TINY_NB201), *DDP, "--run.root", str(tmp_path), "--trainer.callbacks+",
+                          probe, "--run.checkpoint_every_n_steps", "10", timeout=120)
+    (run,) = tmp_path.glob("*/v")
+    last = run / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert re.match(r"error: rank 0 stopped: rank 1 \(pid \d+, killed by SIGKILL \(what the out-of-memory killer "
+                    r"sends\)\) of this multi-process run ended; resume with: python -m lightning_nas fit --config "
+                    rf"{run}/config.yaml --ckpt_path {last}$", line), line
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * 10 and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "metrics.csv"])
+def test_a_run_root_turned_read_only_mid_run_stops_with_one_line(where, tmp_path, capsys, monkeypatch):
+    """The file system goes read-only (EROFS) in the second epoch, at a checkpoint write or at a metrics.csv write
+    (a remount cannot be made here: the writes are patched): one line naming the file and the resume command, the
+    last good checkpoint intact."""
+    import errno
+
+    from lightning_nas.checkpointing import AtomicCheckpointIO
+    from lightning_nas.cli import _AppendingWriter
+
+    calls = {"n": 0}
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    if where == "checkpoint":
+        original = AtomicCheckpointIO.write
+
+        def write(self, checkpoint, path, storage_options=None):
+            calls["n"] += path.name == "last.ckpt.tmp"
+            if calls["n"] == 2:
+                read_only(path)
+            original(self, checkpoint, path, storage_options)
+
+        monkeypatch.setattr(AtomicCheckpointIO, "write", write)
+    else:
+        original = _AppendingWriter.save
+
+        def save(self):
+            calls["n"] += bool(self.metrics)
+            if calls["n"] == 2:
+                read_only(self.metrics_file_path)
+            original(self)
+
+        monkeypatch.setattr(_AppendingWriter, "save", save)
+    code = main(["fit", "--config", str(TINY1), "--run.root", str(tmp_path), "--run.version", "v"])
+    err = capsys.readouterr().err.strip().splitlines()
+    run = next(tmp_path.glob("*/v"))
+    last = run / "checkpoints" / "last.ckpt"
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert "(Read-only file system)" in err[0] and f"--ckpt_path {last}" in err[0], err
+    assert (f"{run}/checkpoints/last.ckpt" if where == "checkpoint" else f"{run}/metrics.csv") in err[0]
+    assert torch.load(last, weights_only=True)["epoch"] == 0 and not (run / ".lock").exists()

@@ -268,6 +268,25 @@ def teacher_run(tmp_path_factory):
     return next((root / "tiny_teacher_nb201").iterdir())
 
 
+def test_a_teacher_is_named_by_its_run_or_its_run_names_directory(teacher_run, tmp_path):
+    """The shipped teacher configs pin no run.version (a second teacher run is not refused): the search config
+    names the run name's directory, which must hold exactly one finished run."""
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    assert Teacher.resolve(teacher_run) == ckpt and Teacher.resolve(teacher_run.parent) == ckpt
+    assert Teacher.from_checkpoint(teacher_run.parent).source == str(ckpt)
+    import shutil
+
+    shutil.copytree(teacher_run, tmp_path / "runs" / "second")
+    shutil.copytree(teacher_run, tmp_path / "runs" / "first")
+    with pytest.raises(ConfigError, match=r"holds 2 finished teacher runs \(first, second\): name one"):
+        Teacher.resolve(tmp_path / "runs")
+    (tmp_path / "empty" / "v1").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="holds no finished run"):
+        Teacher.from_checkpoint(tmp_path / "empty")
+    for config in ("teacher_nb201_cifar10.yaml", "teacher_nb201_cifar10_cpu.yaml"):
+        assert "version" not in (REPO / "experiments" / "mf_kd" / config).read_text().split("run:")[-1]
+
+
 def test_teacher_then_distilled_training_through_the_cli(teacher_run, tmp_path, capsys):
     ckpt = teacher_run / "checkpoints" / "last.ckpt"
     meta = torch.load(ckpt, weights_only=True)["lightning_nas"]

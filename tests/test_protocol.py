@@ -120,7 +120,7 @@ def test_local_executor_pins_one_fit_per_gpu(monkeypatch, tmp_path):
     seen: list[str] = []
     lock = threading.Lock()
 
-    def fake_run_fit(argv, log, threads, gpu=None):  # records the pinning instead of training
+    def fake_run_fit(argv, log, threads, gpu=None, **options):  # records the pinning instead of training
         with lock:
             running[gpu] = running.get(gpu, 0) + 1
             assert running[gpu] == 1, f"GPU {gpu} got two fits"

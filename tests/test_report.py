@@ -174,3 +174,100 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_work(runs, tmp_pa
     assert main(["report", str(runs), "--out", str(blocker / "report.html")]) == 2
     err = capsys.readouterr().err
     assert "cannot write the report to" in err and "pass --out in a folder you can write" in err
+
+
+def test_epochs_are_numbered_from_1_in_every_output(runs, capsys):
+    """The tiny DARTS search runs 2 epochs: console, summary, checkpoint names, metrics.csv, genotypes.jsonl and
+    genotype.json all call them epochs 1 and 2."""
+    import csv
+    import json
+
+    from lightning_nas.callbacks.run_artifacts import format_summary
+
+    (run,) = [d for d in _fit_dirs(runs) if "darts1" in str(d)]
+    summary = json.loads((run / "summary.json").read_text())
+    best = summary["best_val_acc"]["epoch"]
+    assert summary["epoch_numbering"] == "from 1" and summary["epochs"] == 2 and best in (1, 2)
+    assert (run / "checkpoints" / f"best-epoch{best:03d}.ckpt").is_file()
+    assert f"(epoch {best})" in format_summary(summary)
+    with open(run / "metrics.csv", newline="") as f:
+        assert {row["epoch"] for row in csv.DictReader(f)} == {"1", "2"}
+    assert [json.loads(line)["epoch"] for line in (run / "genotypes.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((run / "genotype.json").read_text())["epoch"] == 2
+    from lightning_nas.reporting.runs import load_run
+
+    assert sorted(load_run(run).curve("val/acc")) == [1, 2]
+
+
+def test_a_group_is_one_method_variant_and_unfinished_runs_are_listed_apart(runs, tmp_path):
+    import json
+
+    (darts,) = [d for d in _fit_dirs(runs) if "darts1" in str(d)]
+    assert json.loads((darts / "summary.json").read_text())["variant"] == {"order": 1}
+    root = tmp_path / "runs"
+    for name, variant in (("order1", {"order": 1}), ("order2", {"order": 2}),
+                          ("retrain_a", {"genotype": "a" * 80}), ("retrain_b", {"genotype": "b" * 80})):
+        shutil.copytree(darts, root / name)
+        summary = json.loads((root / name / "summary.json").read_text())
+        (root / name / "summary.json").write_text(json.dumps({**summary, "variant": variant}))
+    shutil.copytree(darts, root / "cut")
+    (root / "cut" / "summary.json").unlink()  # interrupted: a checkpoint, no summary
+    page = build([root])
+    names = sorted(g["name"] for g in page["groups"] if g["name"] != "all groups")
+    assert page["group_count"] == 4 and page["runs_count"] == 4
+    assert names[0].startswith("DARTS | genotype=#") and names[2].startswith("DARTS | order=1 | ")
+    assert page["unfinished"] == [{"path": str((root / "cut").resolve()), "state": (
+        f"interrupted; resume it with: python -m lightning_nas fit --config {(root / 'cut').resolve()}/config.yaml "
+        f"--ckpt_path {(root / 'cut').resolve()}/checkpoints/last.ckpt")}]
+    from lightning_nas.reporting.report import render_html
+
+    assert "Runs not finished (not in the numbers)" in render_html(page)
+
+
+def test_cell_diagrams_are_drawn_like_the_darts_papers():
+    """graphviz (Debian's package, which CI installs) draws the DARTS paper's left-to-right cells: inputs green,
+    intermediate nodes blue, the output yellow, ops on the edges, skip / none in red; matplotlib where dot is
+    missing."""
+    from lightning_nas.reporting.figures import cell_diagram, cell_dot
+    from lightning_nas.search_spaces.darts.resolve import load_genotype
+    from lightning_nas.search_spaces.space import space_of_record
+
+    genotype = load_genotype("DARTS_V2").to_dict()
+    dot = cell_dot(space_of_record(genotype).cell_graphs(genotype))
+    assert dot.count("subgraph cluster_") == 2 and 'label="normal cell"' in dot and "rankdir=LR" in dot
+    assert dot.index('label="reduce cell"') < dot.index('label="normal cell"')  # dot stacks it last: on top
+    assert dot.count('[label="skip_connect", color="#bb3333"') == 2 + 3  # DARTS_V2: 2 in normal, 3 in reduce
+    assert dot.count("fillcolor=darkseagreen2") == 4 and dot.count("fillcolor=lightyellow2") == 2
+    assert cell_diagram(genotype, "matplotlib").startswith(b"\x89PNG")
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed (apt-get install graphviz): the report draws cells with "
+                    "matplotlib")
+    image = cell_diagram(genotype)
+    assert image.startswith(b"\x89PNG") and image != cell_diagram(genotype, "matplotlib")
+
+
+def test_every_table_is_written_as_latex_and_csv_and_retrainings_get_the_darts_papers_table(runs, tmp_path, capsys):
+    import csv
+    import json
+
+    (search,) = [d for d in _fit_dirs(runs) if "darts1" in str(d)]
+    assert main(["fit", "--config", str(TINY / "retrain.yaml"), "--run.root", str(tmp_path / "retrain"),
+                 "--model.init_args.genotype", str(search)]) == 0
+    out = tmp_path / "report" / "page.html"
+    assert main(["report", str(runs), str(tmp_path / "retrain"), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == ["page.benchmark.csv", "page.benchmark.tex", "page.darts.csv", "page.darts.tex",
+                     "page.groups.csv", "page.groups.tex", "page.html", "page.md"]
+    for table in ("groups", "benchmark", "darts"):
+        tex = out.with_suffix(f".{table}.tex").read_text()
+        assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"))
+    assert r"$\pm$" in out.with_suffix(".groups.tex").read_text()
+    assert "(published)" in out.with_suffix(".benchmark.tex").read_text()
+    (row,) = list(csv.DictReader(out.with_suffix(".darts.csv").open()))
+    retrain = next((tmp_path / "retrain").rglob("summary.json"))
+    summary, searched = json.loads(retrain.read_text()), json.loads((search / "summary.json").read_text())
+    assert row["search method"] == "DARTS" and row["runs"] == "1"
+    assert float(row["params (M)"]) == pytest.approx(summary["num_parameters"] / 1e6, abs=0.01)
+    assert float(row["test error (%)"]) == pytest.approx(100 - 100 * summary["metrics"]["val/acc"], abs=0.01)
+    assert float(row["search cost (h)"]) == pytest.approx(searched["wall_time_s"] / 3600, abs=1e-4)
+    assert "Retrained DARTS-space architectures" in out.read_text() and "page.darts.tex" in out.read_text()

@@ -76,3 +76,56 @@ def test_two_fits_of_one_version_started_together_give_one_run(tmp_path):
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     assert len({_version_name(tmp_path, "x", claim=True) for _ in range(3)}) == 3
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting for a parent to reap it."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_protocol_killed_with_sigkill_leaves_no_fit_running_and_its_rerun_finishes(tmp_path):
+    """``kill -9`` of ``protocol``: its fit gets SIGTERM (the parent-death signal), saves its step and stops, so the
+    rerun resumes it instead of meeting an orphan that still writes the run."""
+    import signal
+    import time
+
+    import yaml
+
+    spec = {"name": "p", "searches": [{"name": "darts", "config": str(REPO / "experiments" / "tiny" /
+                                                                        "darts_nb201.yaml"),
+                                       "args": ["--run.checkpoint_every_n_steps", "1", "--trainer.max_epochs", "4"]}],
+            "search_seeds": [0], "selection": {"rule": "benchmark"}, "executor": {"kind": "local"}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
+    argv = [sys.executable, "-m", "lightning_nas", "protocol", "--config", str(tmp_path / "p.yaml"), "--root",
+            str(tmp_path / "runs")]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "runs" / "p" / "search" / "darts" / "seed0"
+    protocol = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoints" / "last.ckpt").is_file():  # the fit took its first step
+            assert time.time() < deadline and protocol.poll() is None
+            time.sleep(0.02)
+        owner = json.loads((run_dir / LOCK_NAME).read_text())["pid"]
+        protocol.send_signal(signal.SIGKILL)
+        protocol.wait()
+        deadline = time.time() + 60
+        while (run_dir / LOCK_NAME).exists():  # the fit stops at its next step and gives the run back
+            assert time.time() < deadline, "the fit outlived its protocol"
+            time.sleep(0.05)
+    finally:
+        protocol.kill()
+    deadline = time.time() + 30
+    while _running(owner):  # the fit ends (its lock goes at exit)
+        assert time.time() < deadline, "the fit outlived its protocol"
+        time.sleep(0.05)
+    (log,) = (tmp_path / "runs" / "p" / "logs").glob("*.log")
+    assert "stopped: stopped by SIGTERM" in log.read_text()
+    assert not (run_dir / "summary.json").exists()
+    rerun = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt") and summary["epochs"] == 4

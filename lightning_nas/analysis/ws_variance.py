@@ -23,12 +23,14 @@ import csv
 import itertools
 import json
 import math
+import re
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from scipy.stats import kendalltau
 
 from lightning_nas.errors import ConfigError
@@ -56,11 +58,12 @@ def top_n_rank(shared: Sequence[float], truth: Sequence[float], n: int) -> int:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population std of the finite values (nan, nan when there are none)."""
+    """Mean and sample std (n - 1, as ``report``'s; 0 for one value) of the finite values (nan, nan when there are
+    none)."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
-    return statistics.fmean(finite), statistics.pstdev(finite)
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 # ---- the run directories' panel accuracies -----------------------------------------------------------
@@ -129,10 +132,40 @@ def s_tau_across(accuracies: Sequence[dict[str, float]]) -> dict[str, Any]:
     return {"s_tau_mean": mean, "s_tau_std": std, "pairs": len(taus), "children": len(common)}
 
 
+#: config keys that differ between runs of one variant (the seeds) or do not change what is searched (paths)
+_SAME_VARIANT = re.compile(r"(^|\.)(seed\w*|data_dir|root|cache_dir|resident)$")
+
+
+def _leaves(node: Any, prefix: str) -> dict[str, Any]:
+    """A config section as dotted keys, seeds and paths left out."""
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}.{key}").items()}
+    return {} if _SAME_VARIANT.search(prefix) else {prefix: node}
+
+
+def config_differences(run_dirs: Sequence[Path]) -> list[str]:
+    """The model / data / trainer.max_epochs settings in which the runs' config.yaml differ (seeds and paths
+    aside), as ``key: value, value, ...``: statistics over such runs mix different searches."""
+    flat: list[dict[str, Any]] = []
+    for d in run_dirs:
+        path = (Path(d).parent if Path(d).is_file() else Path(d)) / "config.yaml"  # a run or its ws_variance.csv
+        try:
+            config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+        except (OSError, yaml.YAMLError):
+            config = {}
+        values: dict[str, Any] = {"trainer.max_epochs": (config.get("trainer") or {}).get("max_epochs")}
+        for section in ("model", "data"):
+            values.update(_leaves(config.get(section), section))
+        flat.append(values)
+    keys = sorted(set().union(*flat)) if flat else []
+    return [f"{k}: {', '.join(str(f.get(k)) for f in flat)}" for k in keys if len({str(f.get(k)) for f in flat}) > 1]
+
+
 def compare_runs(run_dirs: Sequence[Path], top_n: Sequence[int] = (1, 5, 10), epoch: Optional[int] = None
                  ) -> dict[str, Any]:
     runs = {str(d): run_report(read_panel(Path(d)), top_n, epoch) for d in run_dirs}
-    out: dict[str, Any] = {"runs": {d: {k: v for k, v in r.items() if k != "accuracy"} for d, r in runs.items()}}
+    out: dict[str, Any] = {"runs": {d: {k: v for k, v in r.items() if k != "accuracy"} for d, r in runs.items()},
+                           "config_differences": config_differences(list(run_dirs))}
     if len(runs) >= 2:
         out["across_runs"] = s_tau_across([r["accuracy"] for r in runs.values()])
     for key in ("gt_tau", "gt_tau_last_mean", *(f"t{n}r" for n in top_n)):
@@ -154,7 +187,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "rankings, and per run GT-Tau (NAS-Bench-201), its mean/std over the last mini-batches, TnR. "
                     "Reads ws_variance.csv of each run directory (the WeightSharingVariance callback).")
     parser.add_argument("runs", nargs="+", help="run directories (or their ws_variance.csv)")
-    parser.add_argument("--epoch", type=int, default=None, help="compare this epoch's evaluation (default: last)")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="compare this epoch's evaluation, numbered as in ws_variance.csv (from 1) (default: last)")
     parser.add_argument("--top-n", type=int, nargs="+", default=[1, 5, 10], help="n of TnR")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
@@ -166,6 +200,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if report["config_differences"]:
+        print("warning: the runs differ in more than their seeds, so the numbers across them mix different searches: "
+              + "; ".join(report["config_differences"]), file=sys.stderr)
     for d, r in report["runs"].items():
         print(d)
         print("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in r.items()))

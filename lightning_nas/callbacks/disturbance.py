@@ -29,7 +29,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.callbacks.probes import run_dir
-from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
+from lightning_nas.callbacks.schedule import epoch_number, every_nth_or_last_epoch
 from lightning_nas.core.capabilities import UpdatesChildren
 from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy
 from lightning_nas.core.module import log_replicated
@@ -147,5 +147,5 @@ class DisturbanceProbe(Callback):
                 if new:
                     writer.writerow(CSV_FIELDS)
                 for r in rows:
-                    writer.writerow([trainer.current_epoch, trainer.global_step, r["child"], r["genotype"], r["k"],
+                    writer.writerow([epoch_number(trainer), trainer.global_step, r["child"], r["genotype"], r["k"],
                                      f"{r['acc_before']:.6f}", f"{r['acc_after']:.6f}", f"{r['drop']:.6f}"])

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_nas.callbacks.schedule import EPOCH_NUMBERING, epoch_number
 from lightning_nas.core.capabilities import TrainsArchitecture
 from lightning_nas.core.module import NASModule
 from lightning_nas.data.datamodules import InMemoryDataModule
@@ -41,7 +42,7 @@ class RunArtifacts(Callback):
         if acc is not None and not trainer.sanity_checking:
             value = float(acc)
             if math.isfinite(value) and (self.best_val is None or value > self.best_val["value"]):
-                self.best_val = {"value": value, "epoch": trainer.current_epoch}
+                self.best_val = {"value": value, "epoch": epoch_number(trainer)}
         if self.subcommand == "validate":
             self._finish(trainer, pl_module)
 
@@ -57,7 +58,7 @@ class RunArtifacts(Callback):
         self.best_val = state_dict.get("best_val")
         self._earlier_s = float(state_dict.get("wall_time_s") or 0.0)
 
-    def _genotype_record(self, pl_module: pl.LightningModule, epoch: int) -> Optional[dict[str, Any]]:
+    def _genotype_record(self, pl_module: pl.LightningModule, epoch: Optional[int]) -> Optional[dict[str, Any]]:
         if not isinstance(pl_module, NASModule):
             return None
         g = pl_module.genotype()
@@ -73,7 +74,7 @@ class RunArtifacts(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        record = self._genotype_record(pl_module, trainer.current_epoch)
+        record = self._genotype_record(pl_module, epoch_number(trainer))
         if record is not None:
             with open(self.run_dir / "genotypes.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -81,7 +82,8 @@ class RunArtifacts(Callback):
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        record = self._genotype_record(pl_module, trainer.current_epoch)
+        # after a fit, current_epoch counts the epochs run: the number of the last one
+        record = self._genotype_record(pl_module, trainer.current_epoch if self.subcommand == "fit" else None)
         if record is not None:
             (self.run_dir / "genotype.json").write_text(json.dumps(record, indent=2) + "\n")
         dm = trainer.datamodule
@@ -93,6 +95,7 @@ class RunArtifacts(Callback):
             "data": dm.describe() if isinstance(dm, InMemoryDataModule) else None,
             "seed": self.seed,
             "epochs": trainer.current_epoch,
+            "epoch_numbering": EPOCH_NUMBERING,
             "global_step": trainer.global_step,  # optimizer steps (Lightning's count)
             "search_steps": pl_module.search_steps if ours else trainer.global_step,
             "metrics": _jsonable({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("alpha_")}),
@@ -107,6 +110,7 @@ class RunArtifacts(Callback):
         if ours:
             if pl_module.num_parameters is not None:
                 summary["num_parameters"] = pl_module.num_parameters
+            summary["variant"] = pl_module.variant()
             summary.update(pl_module.summary_extras())
         path = self.run_dir / "summary.json"
         if self.resumed_from and path.is_file():  # a run continued in its directory keeps the earlier summary
@@ -151,7 +155,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     facts = []
     best = summary.get("best_val_acc")
     if best:
-        facts.append(f"best val/acc {best['value']:.4f} (epoch {best['epoch'] + 1})")
+        epoch = best["epoch"] + (0 if summary.get("epoch_numbering") == EPOCH_NUMBERING else 1)  # older: from 0
+        facts.append(f"best val/acc {best['value']:.4f} (epoch {epoch})")
     for key in ("val/acc", "test/acc", "benchmark/cifar10_test", "test/cifar10_test", "val/cifar10_test"):
         if metrics.get(key) is not None:
             facts.append(f"{key} {metrics[key]:.4g}")

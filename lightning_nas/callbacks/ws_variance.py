@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_nas.analysis.ws_variance import CSV_FIELDS, CSV_NAME, kendall_tau, mean_std, top_n_rank
 from lightning_nas.callbacks.probes import run_dir
-from lightning_nas.callbacks.schedule import every_nth_or_last_epoch
+from lightning_nas.callbacks.schedule import epoch_number, every_nth_or_last_epoch
 from lightning_nas.core.capabilities import SamplesChildren
 from lightning_nas.core.child_eval import BN_MODES, BNMode, child_accuracy
 from lightning_nas.core.module import log_replicated
@@ -136,7 +136,7 @@ class WeightSharingVariance(Callback):
                 writer.writerow(CSV_FIELDS)
             for k, acc in enumerate(accs):
                 truth = "" if self.truth is None else self.truth[k]
-                writer.writerow([trainer.current_epoch, trainer.global_step, point, k, self.genotypes[k], groups[k],
+                writer.writerow([epoch_number(trainer), trainer.global_step, point, k, self.genotypes[k], groups[k],
                                  f"{acc:.6f}", truth])
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,

@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
@@ -132,6 +133,12 @@ class NASModule(pl.LightningModule):
 
     def summary_extras(self) -> dict[str, Any]:
         """Method-specific entries of the run's summary.json."""
+        return {}
+
+    def variant(self) -> dict[str, Any]:
+        """The options that make this run another method than its class alone says (DARTS's order, a single-path
+        search's projector or neighbours, a retraining's genotype): summary.json's ``variant``, by which ``report``
+        groups runs, so that one group is one method variant. Options that only tune a method are left out."""
         return {}
 
     @property
@@ -266,6 +273,23 @@ class NASModule(pl.LightningModule):
     def analysis_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits the analyses differentiate: the method's evaluation forward."""
         return self.eval_logits(x)
+
+    def on_validation_start(self) -> None:
+        self.evaluate_rank0_buffers()
+
+    def on_test_start(self) -> None:
+        self.evaluate_rank0_buffers()
+
+    def evaluate_rank0_buffers(self) -> None:
+        """Under DDP each rank's BatchNorm statistics follow its own batches (and DDP's own buffer broadcast depends
+        on state a checkpoint does not hold): before an evaluation every rank takes rank 0's, so all ranks evaluate
+        the network the checkpoint holds and a resumed run evaluates what the uninterrupted one did. Not in
+        Lightning's sanity check, which logs nothing (a resumed rank keeps its own statistics through it)."""
+        if self._trainer is not None and self.trainer.sanity_checking:
+            return
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in self.buffers():
+                dist.broadcast(buffer, src=0)
 
     def _eval_step(self, batch: dict, stage: str, metric: MulticlassAccuracy) -> None:
         x, y = batch["eval"]

@@ -312,6 +312,17 @@ class _RepeatedBatch(IterableDataset):
             yield self.batch
 
 
+class _RepeatedBatchLoader(DataLoader):
+    """Loads ``_RepeatedBatch``: every batch is the same one, so there is no position to save, and a mid-epoch
+    checkpoint resumes it exactly (Lightning warns about loaders without ``state_dict``)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class ProxyDataModule(InMemoryDataModule):
     """Data of discrete searches (random search, REA, AREA, NASWOT): each training step evaluates one
     architecture, an epoch is ``steps_per_epoch`` of them. Every step sees the same proxy batch, ``batch_size``
@@ -346,9 +357,9 @@ class ProxyDataModule(InMemoryDataModule):
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[: self.batch_size]
         return train.images[idx], train.labels[idx]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> _RepeatedBatchLoader:
         batch = {"proxy": self.proxy_batch()} if self.has_images else {}
-        return DataLoader(_RepeatedBatch(batch, self.steps_per_epoch), batch_size=None, num_workers=0,
+        return _RepeatedBatchLoader(_RepeatedBatch(batch, self.steps_per_epoch), batch_size=None, num_workers=0,
                           generator=torch.Generator().manual_seed(0))
 
     def _report_loader(self) -> DataLoader:

@@ -3,8 +3,9 @@ inlines so the HTML opens offline and ``write_run_figures`` writes as files: cur
 min-max band over a group's runs), alpha heatmaps (softmax per edge and op at the last epoch) and cell diagrams
 (a DARTS cell pair or a NAS-Bench-201 cell).
 
-Cell diagrams are drawn with matplotlib too: graphviz is the usual tool but needs a system binary that pip cannot
-install, and a cell has at most seven nodes, which a fixed left-to-right layout draws legibly.
+Cell diagrams are drawn as the DARTS paper draws them, with graphviz's ``dot`` where it is installed (Debian's
+``graphviz`` package; CI installs it), else with matplotlib in a fixed left-to-right layout (a cell has at most seven
+nodes), labels legible at page width either way.
 """
 
 from __future__ import annotations
@@ -32,34 +33,42 @@ def data_uri(png_bytes: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
 
 
-def curve_figure(groups: dict[str, list[Run]], key: str, title: str) -> Optional[bytes]:
-    """Mean over each group's runs per epoch, with the min-max band; None when no run logged ``key``."""
-    fig = Figure(figsize=(5.2, 3.2))
+def curve_figure(groups: dict[str, list[Run]], key: str, title: str,
+                 reference: Optional[tuple[float, str]] = None) -> Optional[bytes]:
+    """Mean over each group's runs per epoch (epochs from 1, integer ticks), with the min-max band, the legend outside
+    the axes; ``reference``: a horizontal line (value, label), e.g. the benchmark's optimum. None when no group has
+    ``key`` at two epochs or more: a single dot is no curve."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6.4, 3.2))
     ax = fig.add_subplot()
     drawn = False
     for name, runs in groups.items():
         curves = [c for c in (r.curve(key) for r in runs) if c]
-        if not curves:
+        epochs = sorted(set().union(*curves)) if curves else []
+        if len(epochs) < 2:
             continue
-        epochs = sorted(set().union(*curves))
         values = [[c[e] for c in curves if e in c] for e in epochs]
-        x = [e + 1 for e in epochs]
         mean = [sum(v) / len(v) for v in values]
-        line, = ax.plot(x, mean, marker=".", label=f"{name} ({len(curves)})")
+        line, = ax.plot(epochs, mean, marker=".", label=f"{name} ({len(curves)})")
         if len(curves) > 1:
-            ax.fill_between(x, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
                             color=line.get_color())
         drawn = True
     if not drawn:
         return None
+    if reference is not None:
+        ax.axhline(reference[0], ls="--", lw=0.8, color="#777", label=reference[1])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", title=title)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     return png(fig)
 
 
 def alpha_heatmap(record: dict[str, Any]) -> Optional[bytes]:
-    """softmax(alpha) per edge (rows) and op (columns) of every cell type, from a genotypes.jsonl record."""
+    """softmax(alpha) per edge (rows) and op (columns) of every cell type, from a genotypes.jsonl record, each
+    cell on a colour scale from its smallest to its largest value."""
     alphas = record.get("alpha_softmax")
     if not alphas:
         return None
@@ -67,10 +76,12 @@ def alpha_heatmap(record: dict[str, Any]) -> Optional[bytes]:
     fig = Figure(figsize=(2.2 + 0.45 * len(ops) * len(alphas), 3.4))
     for k, (cell, rows) in enumerate(alphas.items()):
         ax = fig.add_subplot(1, len(alphas), k + 1)
-        im = ax.imshow(rows, cmap="viridis", vmin=0.0, vmax=max(max(r) for r in rows), aspect="auto")
+        # the colour scale spans this cell's values: a near-uniform softmax still shows which op leads
+        im = ax.imshow(rows, cmap="viridis", vmin=min(min(r) for r in rows), vmax=max(max(r) for r in rows),
+                       aspect="auto")
         ax.set_xticks(range(len(ops)), ops, rotation=60, ha="right", fontsize=6)
         ax.set_yticks(range(len(rows)), [f"e{e}" for e in range(len(rows))], fontsize=6)
-        ax.set_title(f"{cell} (epoch {record.get('epoch', 0) + 1})", fontsize=8)
+        ax.set_title(f"{cell} (epoch {record.get('epoch')})", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     return png(fig)
@@ -91,25 +102,70 @@ def _draw_dag(ax: Any, nodes: Sequence[str], edges: Sequence[tuple[int, int, str
         ax.annotate("", xy=(xs[-1], ys[-1]), xytext=(xs[-3], ys[-3]),
                     arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8})
         if op:
-            ax.text((src + dst) / 2, 0.08 + height, op, ha="center", va="bottom", fontsize=6, color=colour)
+            ax.text((src + dst) / 2, 0.08 + height, op, ha="center", va="bottom", fontsize=9, color=colour)
     for i, name in enumerate(nodes):
-        ax.text(i, 0, name, ha="center", va="center", fontsize=7,
+        ax.text(i, 0, name, ha="center", va="center", fontsize=10,
                 bbox={"boxstyle": "round", "fc": "#dde8f5" if i < len(nodes) - 1 else "#f5e6cc", "ec": "#555"})
-    ax.text((len(nodes) - 1) / 2, -0.35, title, ha="center", va="top", fontsize=8)
+    ax.text((len(nodes) - 1) / 2, -0.35, title, ha="center", va="top", fontsize=11)
     ax.set_xlim(-0.6, len(nodes) - 0.4)
     ax.set_ylim(-0.6, top + 0.35)
     ax.axis("off")
 
 
-def cell_diagram(genotype: dict[str, Any]) -> Optional[bytes]:
+def cell_dot(graphs: Sequence[Any]) -> str:
+    """The cells as one graphviz graph drawn like the DARTS paper's figures: left to right, inputs green,
+    intermediate nodes blue, the output yellow, each edge labelled with its op; one cluster per cell."""
+    def quote(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph cells {", "  rankdir=LR; newrank=true; fontname=Helvetica; fontsize=22;",
+             '  node [shape=box, style="rounded,filled", fontname=Helvetica, fontsize=20, height=0.5, penwidth=1.5];',
+             "  edge [fontname=Helvetica, fontsize=18, penwidth=1.5];"]
+    for k, graph in reversed(list(enumerate(graphs))):  # dot stacks later clusters above: the first cell on top
+        targets = {dst for _, dst, _ in graph.edges}
+        lines.append(f"  subgraph cluster_{k} {{ label={quote(graph.title)}; color=white;")
+        for i, name in enumerate(graph.nodes):
+            colour = ("lightyellow2" if i == len(graph.nodes) - 1 else "lightblue" if i in targets
+                      else "darkseagreen2")
+            lines.append(f"    c{k}_{i} [label={quote(name)}, fillcolor={colour}];")
+        for src, dst, op in graph.edges:
+            red = ', color="#bb3333", fontcolor="#bb3333"' if op in ("skip_connect", "none") else ""
+            lines.append(f"    c{k}_{src} -> c{k}_{dst} [label={quote(op)}{red}];" if op else
+                         f"    c{k}_{src} -> c{k}_{dst} [color=gray50];")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _graphviz_png(dot_text: str) -> Optional[bytes]:
+    """``dot -Tpng`` of the graph, None where graphviz is not installed or fails (the matplotlib drawing is used)."""
+    import shutil
+    import subprocess
+
+    dot = shutil.which("dot")
+    if dot is None:
+        return None
+    try:
+        out = subprocess.run([dot, "-Tpng", "-Gdpi=80"], input=dot_text.encode(), capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 and out.stdout.startswith(b"\x89PNG") else None
+
+
+def cell_diagram(genotype: dict[str, Any], engine: str = "auto") -> Optional[bytes]:
     """The cells of a genotype record as its space describes them (``SearchSpace.cell_graphs``: a DARTS
-    genotype's normal and reduction cells, a NAS-Bench-201 cell); None where there are none."""
+    genotype's normal and reduction cells, a NAS-Bench-201 cell); None where there are none. ``engine``: ``auto``
+    (graphviz's ``dot`` where it is installed, else matplotlib), ``graphviz`` or ``matplotlib``."""
     space = space_of_record(genotype)
     graphs = space.cell_graphs(genotype) if space is not None else []
     if not graphs:
         return None
+    if engine in ("auto", "graphviz"):
+        image = _graphviz_png(cell_dot(graphs))
+        if image is not None or engine == "graphviz":
+            return image
     wide = max(len(g.nodes) for g in graphs) > 4
-    fig = Figure(figsize=(5.5 * len(graphs), 3.8) if wide else (5 * len(graphs), 2.8))
+    fig = Figure(figsize=(7.5 * len(graphs), 4.6) if wide else (6 * len(graphs), 3.2))
     for k, graph in enumerate(graphs):
         _draw_dag(fig.add_subplot(1, len(graphs), k + 1), graph.nodes, graph.edges, graph.title)
     fig.tight_layout()

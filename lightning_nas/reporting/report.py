@@ -32,7 +32,10 @@ from lightning_nas.reporting.runs import (
     fmt_mean_std,
     group_runs,
     mean_std,
+    unfinished_runs,
 )
+from lightning_nas.reporting.tables import benchmark_latex_table, darts_table, groups_table
+from lightning_nas.search_spaces.space import space_of_record
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -44,8 +47,12 @@ pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 11px; } 
 .figs img { display: inline-block; vertical-align: top; max-width: 49%; }
 </style></head><body>
 <h1>{{ title }}</h1>
-<p>{{ runs_count }} runs in {{ group_count }} groups (grouped by {{ group_by|join(" × ") }}). Numbers are
-mean ± std over a group's runs; the best run is named with its seed, not reported as the group's result.</p>
+<p>{{ runs_count }} runs in {{ group_count }} groups (grouped by {{ group_by|join(" × ") }}; a variant is the options
+that make a method another one, e.g. DARTS's order or a retraining's genotype). Numbers are mean ± sample std (n − 1)
+over a group's runs; the best run is named with its seed and directory, not reported as the group's result. Epochs
+are numbered from 1.</p>
+{% if unfinished %}<section id="unfinished"><h2>Runs not finished (not in the numbers)</h2><ul>
+{% for u in unfinished %}<li><code>{{ u.path }}</code>: {{ u.state }}</li>{% endfor %}</ul></section>{% endif %}
 {% if benchmark %}<section id="benchmark"><h2>{{ benchmark.space }} benchmark: the final cells' test accuracy</h2>
 <p>From {{ benchmark.source }}; ours are mean ± std over the runs, published rows below with their sources.</p>
 <table class="benchmark"><tr><th>method</th>{% for d in benchmark.datasets %}<th>{{ d }} test (%)</th>{% endfor %}
@@ -56,6 +63,12 @@ mean ± std over a group's runs; the best run is named with its seed, not report
 {% endfor %}{% for p in benchmark.published %}<tr><td>{{ p.name }} (published)</td>{% for d in benchmark.datasets %}
 <td class="num">{{ p.accuracy[d] }}</td>{% endfor %}<td></td><td>{{ p.source }}</td></tr>
 {% endfor %}</table></section>{% endif %}
+{% if darts %}<section id="darts"><h2>{{ darts.caption }}</h2>
+<table class="darts"><tr>{% for h in darts.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in darts.rows %}<tr><td>{{ row[0] }}</td>{% for c in row[1:] %}<td class="num">{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table></section>{% endif %}
+{% if files %}<p>Every table for a paper, as LaTeX (booktabs) and CSV beside this page:
+{% for f in files %}<a href="{{ f }}">{{ f }}</a>{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
 {% for g in groups %}
 <section class="group" id="group-{{ loop.index }}">
 <h2>{{ g.name }}</h2>
@@ -90,6 +103,21 @@ def _run_view(run: Run) -> dict[str, Any]:
             "config": run.config_text}
 
 
+def _reference(key: str, runs: Sequence[Run]) -> Optional[tuple[float, str]]:
+    """The line a curve is read against: for the anytime benchmark accuracy, the benchmark table's optimum (from the
+    space's published rows) when the runs' cells are of one space."""
+    if key != "benchmark/cifar10_test":
+        return None
+    spaces = {space_of_record(r.genotypes[-1].get("genotype", {})) for r in runs if r.genotypes}
+    if len(spaces) != 1 or None in spaces:
+        return None
+    for row in next(iter(spaces)).published_rows():
+        value = row.accuracy.get("cifar10")
+        if row.method.startswith("optimum") and value:
+            return float(value[0]), f"{row.method} ({value[0]:.2f})"
+    return None
+
+
 def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> dict[str, Any]:
     """What the page shows, as plain data (the tests read it too)."""
     runs = find_runs(paths)
@@ -105,17 +133,21 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
                 metrics.append({"label": label, "value": fmt_mean_std(stat), "n": stat[2]})
         best = best_run(members)
         curves = [{"title": title, "uri": data_uri(image)} for key, title in CURVES
-                  if (image := curve_figure({name: members}, key, title)) is not None]
+                  if (image := curve_figure({name: members}, key, title, _reference(key, members))) is not None]
         views.append({"name": name, "metrics": metrics, "curves": curves, "runs": [_run_view(r) for r in members],
                       "best": None if best is None else {"seed": best.seed, "path": str(best.path),
                                                          "value": f"{best.final('val/acc'):.2f} %"}})
-    overlays = [{"title": title, "uri": data_uri(image)} for key, title in CURVES
-                if len(groups) > 1 and (image := curve_figure(groups, key, title)) is not None]
+    overlays = [{"title": title, "uri": data_uri(image)} for key, title in CURVES if len(groups) > 1 and
+                (image := curve_figure(groups, key, title, _reference(key, runs))) is not None]
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
+    benchmark = benchmark_table(groups)
+    tables = [t for t in (groups_table(groups), benchmark and benchmark_latex_table(benchmark), darts_table(groups))
+              if t is not None]
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
-            "group_count": len(groups),
-            "groups": views, "run_dirs": [str(r.path) for r in runs], "benchmark": benchmark_table(groups)}
+            "group_count": len(groups), "unfinished": unfinished_runs(paths),
+            "groups": views, "run_dirs": [str(r.path) for r in runs], "benchmark": benchmark,
+            "darts": next((t for t in tables if t.name == "darts"), None), "tables": tables}
 
 
 def render_html(page: dict[str, Any]) -> str:
@@ -125,9 +157,14 @@ def render_html(page: dict[str, Any]) -> str:
 
 def render_markdown(page: dict[str, Any]) -> str:
     lines = [f"# {page['title']}", "", f"{page['runs_count']} runs, grouped by {' x '.join(page['group_by'])}; "
-             "mean ± std over each group's runs.", ""]
+             "mean ± sample std (n − 1) over each group's runs; epochs numbered from 1.", ""]
+    if page.get("unfinished"):
+        lines += ["Not finished (not in the numbers):", ""] + [f"- `{u['path']}`: {u['state']}"
+                                                                for u in page["unfinished"]] + [""]
     if page.get("benchmark"):
         lines += table_markdown(page["benchmark"])
+    if page.get("darts"):
+        lines += [f"## {page['darts'].caption}", "", *page["darts"].markdown()[2:]]
     for g in page["groups"]:
         if not g["metrics"]:
             continue
@@ -145,9 +182,14 @@ def write_report(paths: Sequence[Path], out: Path, group_by: Sequence[str] = DEF
     check_writable(out)  # before the work: a report that cannot be written is refused first
     page = build(paths, group_by)
     markdown = render_markdown(page)
+    files = {out.with_suffix(f".{t.name}{ext}"): text for t in page["tables"]
+             for ext, text in ((".tex", t.latex()), (".csv", t.csv()))}
+    page["files"] = [f.name for f in files]
     try:
         out.write_text(render_html(page))
         out.with_suffix(".md").write_text(markdown)
+        for path, text in files.items():
+            path.write_text(text)
     except OSError as err:
         raise OutputError(f"cannot write the report to {out} ({err.strerror or err}): free space there or pass "
                           "--out in another folder") from None

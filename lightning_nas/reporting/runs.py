@@ -17,8 +17,9 @@ import yaml
 
 from lightning_nas.errors import ConfigError
 
-#: the default grouping: one group per method x search space x dataset
-DEFAULT_GROUP_BY = ("method", "space", "dataset")
+#: the default grouping: one group per method variant x search space x dataset (``variant``: the options the method
+#: declares make it another method, e.g. DARTS's order, a retraining's genotype; see ``NASModule.variant``)
+DEFAULT_GROUP_BY = ("method", "variant", "space", "dataset")
 #: final metrics of a group's table: (label, how to read it from a run)
 TABLE_METRICS = (
     ("final held-out accuracy (%)", "val/acc"),
@@ -76,6 +77,8 @@ class Run:
             return (self.summary.get("data") or {}).get("dataset")
         if key == "method":
             return self.short_method
+        if key == "variant":  # runs written before summary.json had it: "" (grouped by the other keys alone)
+            return variant_label(self.summary.get("variant") or {})
         if key == "space":  # the supernet class, with the options that make another supernet (PC-DARTS's)
             space_id = str(self.summary.get("space"))
             options = re.findall(r"partial_channels=\d+|edge_normalization", space_id)
@@ -108,7 +111,9 @@ class Run:
 
     def curve(self, key: str) -> dict[int, float]:
         """Per epoch, the last value of ``key`` in metrics.csv (or the normal cell's skip connections)."""
-        if key == "skip_connections":
+        if key == "skip_connections":  # a search's pick per epoch; a training's cell is fixed: no curve
+            if self.summary.get("num_parameters") is not None:
+                return {}
             return {r["epoch"]: float(skip_count(r["genotype"])) for r in self.genotypes
                     if skip_count(r["genotype"]) is not None}
         out: dict[int, float] = {}
@@ -118,11 +123,22 @@ class Run:
         return out
 
 
+def variant_label(variant: dict[str, Any]) -> str:
+    """``order=2``, ``projector=OWMProjector, groups=4``; a long value (a genotype) as a short digest of its text
+    (the group's runs list the full genotype)."""
+    import hashlib
+
+    def short(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= 40 else "#" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+    return ", ".join(f"{k}={short(v)}" for k, v in variant.items())
+
+
 def skip_count(genotype: dict[str, Any]) -> Optional[int]:
+    """Skip connections in a DARTS genotype's normal cell (the DARTS collapse measure); None for other cells."""
     if "normal" in genotype:
         return sum(1 for op, _ in genotype["normal"] if op == "skip_connect")
-    if "ops" in genotype:
-        return sum(1 for op in genotype["ops"] if op == "skip_connect")
     return None
 
 
@@ -150,6 +166,33 @@ def find_runs(paths: Iterable[Path]) -> list[Run]:
     for message in notes:
         print(f"lightning_nas report: {message}", file=sys.stderr)
     return runs
+
+
+def unfinished_runs(paths: Iterable[Path]) -> list[dict[str, str]]:
+    """Run directories at or below ``paths`` that were started and never finished (a config.yaml, no summary.json):
+    each with its state, still running (its lock's live owner) or interrupted (how to resume it, or that it died
+    before its first checkpoint). Reports list them apart, outside every statistic."""
+    from lightning_nas.run_lock import RunLock
+
+    dirs: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        candidates = [p] if (p / "config.yaml").is_file() else []
+        dirs.update(c.parent.resolve() for c in [*(x / "config.yaml" for x in candidates), *p.rglob("config.yaml")]
+                    if not (c.parent / "summary.json").is_file())
+    out = []
+    for d in sorted(dirs):
+        owner = RunLock(d).live_owner()
+        last = d / "checkpoints" / "last.ckpt"
+        if owner is not None:
+            state = f"still running (process {owner.get('pid')} on {owner.get('host')})"
+        elif last.is_file():
+            state = ("interrupted; resume it with: python -m lightning_nas fit --config "
+                     f"{d / 'config.yaml'} --ckpt_path {last}")
+        else:
+            state = "stopped before its first checkpoint; start it again"
+        out.append({"path": str(d), "state": state})
+    return out
 
 
 def attach_evaluations(runs: Sequence[Run], notes: list[str]) -> list[Run]:
@@ -202,6 +245,13 @@ def load_run(path: Path) -> Run:
                 if k < len(lines) - 1:
                     raise DamagedRun(f"genotypes.jsonl line {k + 1} is not JSON") from None
                 # the last line, cut by a kill while it was appended: the epochs before it stand
+    if "epoch_numbering" not in summary:  # a run from before epochs were numbered from 1 in every output
+        for record in rows:
+            if record.get("epoch") not in (None, ""):
+                record["epoch"] = str(int(record["epoch"]) + 1)
+        for record in genotypes:
+            if isinstance(record.get("epoch"), int):
+                record["epoch"] += 1
     return Run(path, summary, config, config_text, rows, genotypes)
 
 
@@ -213,7 +263,7 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str] = DEFAULT_GROUP_BY) -> d
                               "a dotted key of the runs' config.yaml (e.g. model.init_args.order)")
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        name = " | ".join(f"{run.get(k)}" for k in keys)
+        name = " | ".join(f"{value}" for value in (run.get(k) for k in keys) if value != "")  # "": no variant
         groups.setdefault(name, []).append(run)
     return groups
 

@@ -27,6 +27,9 @@ from lightning_nas.methods.bilevel.frame import BilevelSearch
 
 
 class DARTS(BilevelSearch):
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "order": self.order}
+
     def __init__(self, *args: Any, order: Literal[1, 2] = 1, hvp_epsilon: float = 0.01,
                  unroll: Literal["exact", "official"] = "exact", **kwargs: Any):
         """

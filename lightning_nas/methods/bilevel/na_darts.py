@@ -36,6 +36,9 @@ class NADARTS(DARTS):
             raise ConfigError(f"need model.neighbours >= 0 and model.distance >= 1, got {neighbours}, {distance}")
         self.neighbours, self.distance = neighbours, distance
 
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "neighbours": self.neighbours, "distance": self.distance}
+
     def strongest_ops(self, mixing: dict[str, torch.Tensor]) -> dict[str, list[int]]:
         """Per cell type, each edge's strongest op: one host read per architecture step (declared), shared by the
         step's K neighbours."""

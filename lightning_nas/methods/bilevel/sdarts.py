@@ -46,6 +46,9 @@ class SDARTS(BilevelSearch):
         self.epsilon_min, self.epsilon_max = epsilon_min, epsilon_max
         self.attack_fallbacks = 0
 
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "perturbation": self.perturbation}
+
     def epsilon(self) -> float:
         epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
         return self.epsilon_min + (self.epsilon_max - self.epsilon_min) * self.current_epoch / epochs

@@ -372,6 +372,9 @@ class SAEP(NASModule):
         for key, value in last["diversity"].items():
             self.log_replicated(f"saep/diversity_{key}", value)
 
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "pruning": self.pruning}
+
     def summary_extras(self) -> dict[str, Any]:
         return {"iterations": self.history, "ensemble": self.genotype().to_dict(),
                 "ensemble_size": len(self.members), "pruning": self.pruning, "pap_rule": self.pap_rule,

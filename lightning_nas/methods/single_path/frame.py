@@ -326,6 +326,16 @@ class SinglePathSearch(UpdatesChildren, NASModule):
         assert self._eval_path is not None
         return self.supernet_for(self._eval_path)(x, path=self._eval_path)
 
+    def variant(self) -> dict[str, Any]:
+        out = dict(super().variant())
+        if self.sharing.groups > 1:
+            out["groups"] = self.sharing.groups
+        if self.projector is not None:
+            out["projector"] = type(self.projector).__name__
+        if self.neighbours:
+            out.update(neighbours=self.neighbours, distance=self.distance, aggregation=self.aggregation)
+        return out
+
     def summary_extras(self) -> dict[str, Any]:
         # rankings stored by older versions have no score: it was the accuracy
         ranking = sorted(self.ranking, key=lambda r: (-r.get("score", r["acc"]), r["candidate"]))

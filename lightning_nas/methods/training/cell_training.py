@@ -105,13 +105,34 @@ class Teacher:
         for p in self.network.parameters():
             p.requires_grad_(False)
 
+    @staticmethod
+    def resolve(path: Union[str, Path]) -> Path:
+        """The checkpoint ``model.teacher`` names: a checkpoint file; a run directory (its
+        ``checkpoints/last.ckpt``); or a run name's directory (``<run.root>/<run.name>``) holding exactly one finished
+        run (one with a summary.json), so that a config can name a teacher without pinning its ``run.version``. Two
+        finished runs there are refused: the config must say which (a resumed search must not switch teachers)."""
+        path = Path(path)
+        if not path.is_dir():
+            return path
+        if (path / "checkpoints").is_dir():
+            return path / "checkpoints" / "last.ckpt"
+        finished = sorted(run for run in path.iterdir() if (run / "summary.json").is_file()
+                          and (run / "checkpoints" / "last.ckpt").is_file())
+        if len(finished) > 1:
+            raise ConfigError(f"model.teacher {path} holds {len(finished)} finished teacher runs "
+                              f"({', '.join(r.name for r in finished)}): name one, e.g. model.teacher {finished[-1]}")
+        return finished[0] / "checkpoints" / "last.ckpt" if finished else path / "<no finished run>"
+
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path]) -> Teacher:
-        """The network of a ``TrainCell`` run's checkpoint (``<run>/checkpoints/last.ckpt``)."""
-        path = Path(path)
+        """The network of a ``TrainCell`` run's checkpoint (``<run>/checkpoints/last.ckpt``; see ``resolve`` for the
+        directories ``path`` may name)."""
+        named, path = path, cls.resolve(path)
         fix = ("train the teacher first with `python -m lightning_nas fit --config experiments/mf_kd/"
-               "teacher_nb201_cifar10.yaml` (or its _cpu variant) and pass its <run dir>/checkpoints/last.ckpt as "
-               "model.teacher")
+               "teacher_nb201_cifar10.yaml` (or its _cpu variant) and pass its run directory (or its run name's "
+               "directory, or <run dir>/checkpoints/last.ckpt) as model.teacher")
+        if path.name == "<no finished run>":
+            raise CheckpointError(f"teacher directory {named} holds no finished run: {fix}")
         if not path.is_file():
             raise CheckpointError(f"teacher checkpoint {path} does not exist: {fix}")
         try:
@@ -197,7 +218,8 @@ class TrainCell(NetworkTraining):
                 auxiliary head).
             channels, layers: initial channels; NB201 cells per stage (benchmark: 16, 5) / DARTS cells in all.
             loss: ``CrossEntropy`` (default), ``HintonKD`` (T 32, alpha 1) or ``NST`` (beta 12.5).
-            teacher: checkpoint of a TrainCell run, required by HintonKD (alpha > 0) and NST.
+            teacher: a TrainCell run's checkpoint, run directory, or run name's directory holding one finished run
+                (``Teacher.resolve``), required by HintonKD (alpha > 0) and NST.
             optimizer, lr_scheduler: default NAS-Bench-201's SGD (lr 0.1, Nesterov) with cosine to 0 per epoch.
             grad_clip: max gradient norm, 0 (default, NAS-Bench-201) for none.
             seed: initialises the network (the CLI sets it from seed_everything).
@@ -215,6 +237,9 @@ class TrainCell(NetworkTraining):
 
     def space_id(self) -> str:
         return f"{self.spec.space} network ({self.spec.arch}, C={self.spec.channels}, layers={self.spec.layers})"
+
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "arch": self.spec.arch, "loss": self.loss_fn.describe()}
 
     def genotype(self) -> Any:
         return resolve_arch(self.spec.space, self.spec.arch)

@@ -51,6 +51,9 @@ class Retrain(NetworkTraining):
     def space_id(self) -> str:
         return f"{type(self.net).__qualname__}({self.arch.to_text()})"
 
+    def variant(self) -> dict[str, Any]:
+        return {**super().variant(), "genotype": self.arch.to_text()}
+
     def genotype(self) -> Any:
         return self.arch
 
