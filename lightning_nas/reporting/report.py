@@ -47,8 +47,10 @@ pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 11px; } 
 .figs img { display: inline-block; vertical-align: top; max-width: 49%; }
 </style></head><body>
 <h1>{{ title }}</h1>
-<p>{{ runs_count }} runs in {{ group_count }} groups (grouped by {{ group_by|join(" × ") }}; a variant is the options
-that make a method another one, e.g. DARTS's order or a retraining's genotype). Numbers are mean ± sample std (n − 1)
+<p>{{ runs_count }} runs in {{ group_count }} groups (grouped by {{ group_by|join(" × ") }}
+{%- if "variant" in group_by %}; a variant is the options that make a method another one, e.g. DARTS's order or a
+retraining's genotype{% endif %}).
+Numbers are mean ± sample std (n − 1)
 over a group's runs; the best run is named with its seed and directory, not reported as the group's result. Epochs
 are numbered from 1.</p>
 {% if unfinished %}<section id="unfinished"><h2>Runs not finished (not in the numbers)</h2><ul>
@@ -108,10 +110,10 @@ def _reference(key: str, runs: Sequence[Run]) -> Optional[tuple[float, str]]:
     space's published rows) when the runs' cells are of one space."""
     if key != "benchmark/cifar10_test":
         return None
-    spaces = {space_of_record(r.genotypes[-1].get("genotype", {})) for r in runs if r.genotypes}
-    if len(spaces) != 1 or None in spaces:
+    spaces = [space_of_record(r.genotypes[-1].get("genotype", {})) for r in runs if r.genotypes]
+    if not spaces or None in spaces or len({s.name for s in spaces}) != 1:
         return None
-    for row in next(iter(spaces)).published_rows():
+    for row in spaces[0].published_rows():
         value = row.accuracy.get("cifar10")
         if row.method.startswith("optimum") and value:
             return float(value[0]), f"{row.method} ({value[0]:.2f})"
