@@ -578,12 +578,20 @@ _PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken p
               "NCCL communicator was aborted", "failed to recv", "Connection refused")
 
 
-def _peer_lost(exc: BaseException) -> bool:
+def _multi_process() -> bool:
     import torch.distributed as dist
 
-    if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+    return dist.is_available() and dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says that another process of this multi-process run is gone (a network error of the process
+    group, or gloo's / NCCL's words for it)."""
+    import torch.distributed as dist
+
+    if not isinstance(exc, RuntimeError) or not _multi_process():
         return False
-    return isinstance(exc, getattr(dist, "DistError", ())) or any(s in str(exc) for s in _PEER_GONE)
+    return isinstance(exc, getattr(dist, "DistNetworkError", ())) or any(s in str(exc) for s in _PEER_GONE)
 
 
 def _lost_process_message() -> str:
@@ -592,7 +600,7 @@ def _lost_process_message() -> str:
 
     import torch.distributed as dist
 
-    rank = dist.get_rank()
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else os.environ.get("RANK", "?")
     lost = "another process of this run (rank 0 names it)"
     launcher = getattr(getattr(ACTIVE_TRAINER, "strategy", None), "launcher", None)
     for k, proc in enumerate(getattr(launcher, "procs", None) or [], start=1):

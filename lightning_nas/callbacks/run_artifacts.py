@@ -36,6 +36,7 @@ class RunArtifacts(Callback):
         self._start = time.time()
         self._earlier_s = 0.0  # wall time of the segments before a resume, up to the checkpoint resumed from
         self.best_val: Optional[dict[str, float]] = None  # the best val/acc of the fit and its epoch
+        self._last_epoch: Optional[int] = None  # the number of the last epoch that ended in this process
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         acc = trainer.callback_metrics.get("val/acc")
@@ -74,7 +75,8 @@ class RunArtifacts(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        record = self._genotype_record(pl_module, epoch_number(trainer))
+        self._last_epoch = epoch_number(trainer)
+        record = self._genotype_record(pl_module, self._last_epoch)
         if record is not None:
             with open(self.run_dir / "genotypes.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -82,8 +84,9 @@ class RunArtifacts(Callback):
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        # after a fit, current_epoch counts the epochs run: the number of the last one
-        record = self._genotype_record(pl_module, trainer.current_epoch if self.subcommand == "fit" else None)
+        # the last epoch that ended (after a fit that ran none, e.g. a resume after the last epoch, the epochs run)
+        epoch = (self._last_epoch or trainer.current_epoch) if self.subcommand == "fit" else None
+        record = self._genotype_record(pl_module, epoch)
         if record is not None:
             (self.run_dir / "genotype.json").write_text(json.dumps(record, indent=2) + "\n")
         dm = trainer.datamodule

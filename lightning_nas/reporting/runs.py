@@ -177,9 +177,10 @@ def unfinished_runs(paths: Iterable[Path]) -> list[dict[str, str]]:
     dirs: set[Path] = set()
     for p in paths:
         p = Path(p)
-        candidates = [p] if (p / "config.yaml").is_file() else []
-        dirs.update(c.parent.resolve() for c in [*(x / "config.yaml" for x in candidates), *p.rglob("config.yaml")]
-                    if not (c.parent / "summary.json").is_file())
+        configs = [*([p / "config.yaml"] if (p / "config.yaml").is_file() else []), *p.rglob("config.yaml")]
+        # a run directory has a config.yaml and what fit writes beside it (not a W&B run's files/config.yaml)
+        dirs.update(c.parent.resolve() for c in configs if not (c.parent / "summary.json").is_file()
+                    and any((c.parent / name).exists() for name in ("checkpoints", "metrics.csv", ".lock")))
     out = []
     for d in sorted(dirs):
         owner = RunLock(d).live_owner()
