@@ -256,18 +256,18 @@ def test_every_table_is_written_as_latex_and_csv_and_retrainings_get_the_darts_p
     out = tmp_path / "report" / "page.html"
     assert main(["report", str(runs), str(tmp_path / "retrain"), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.parent.iterdir())
-    assert names == ["page.benchmark.csv", "page.benchmark.tex", "page.darts.csv", "page.darts.tex",
-                     "page.groups.csv", "page.groups.tex", "page.html", "page.md"]
-    for table in ("groups", "benchmark", "darts"):
+    assert names == ["page.benchmark.csv", "page.benchmark.tex", "page.groups.csv", "page.groups.tex", "page.html",
+                     "page.md", "page.retrained.csv", "page.retrained.tex"]
+    for table in ("groups", "benchmark", "retrained"):
         tex = out.with_suffix(f".{table}.tex").read_text()
         assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"))
     assert r"$\pm$" in out.with_suffix(".groups.tex").read_text()
     assert "(published)" in out.with_suffix(".benchmark.tex").read_text()
-    (row,) = list(csv.DictReader(out.with_suffix(".darts.csv").open()))
+    (row,) = list(csv.DictReader(out.with_suffix(".retrained.csv").open()))
     retrain = next((tmp_path / "retrain").rglob("summary.json"))
     summary, searched = json.loads(retrain.read_text()), json.loads((search / "summary.json").read_text())
     assert row["search method"] == "DARTS" and row["runs"] == "1"
     assert float(row["params (M)"]) == pytest.approx(summary["num_parameters"] / 1e6, abs=0.01)
     assert float(row["test error (%)"]) == pytest.approx(100 - 100 * summary["metrics"]["val/acc"], abs=0.01)
     assert float(row["search cost (h)"]) == pytest.approx(searched["wall_time_s"] / 3600, abs=1e-4)
-    assert "Retrained DARTS-space architectures" in out.read_text() and "page.darts.tex" in out.read_text()
+    assert "Retrained DARTS-space architectures" in out.read_text() and "page.retrained.tex" in out.read_text()

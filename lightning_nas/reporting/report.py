@@ -34,7 +34,7 @@ from lightning_nas.reporting.runs import (
     mean_std,
     unfinished_runs,
 )
-from lightning_nas.reporting.tables import benchmark_latex_table, darts_table, groups_table
+from lightning_nas.reporting.tables import benchmark_latex_table, groups_table, retrained_table
 from lightning_nas.search_spaces.space import space_of_record
 
 TEMPLATE = """<!DOCTYPE html>
@@ -65,9 +65,10 @@ are numbered from 1.</p>
 {% endfor %}{% for p in benchmark.published %}<tr><td>{{ p.name }} (published)</td>{% for d in benchmark.datasets %}
 <td class="num">{{ p.accuracy[d] }}</td>{% endfor %}<td></td><td>{{ p.source }}</td></tr>
 {% endfor %}</table></section>{% endif %}
-{% if darts %}<section id="darts"><h2>{{ darts.caption }}</h2>
-<table class="darts"><tr>{% for h in darts.header %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in darts.rows %}<tr><td>{{ row[0] }}</td>{% for c in row[1:] %}<td class="num">{{ c }}</td>{% endfor %}</tr>
+{% if retrained %}<section id="retrained"><h2>{{ retrained.caption }}</h2>
+<table class="retrained"><tr>{% for h in retrained.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in retrained.rows %}<tr><td>{{ row[0] }}</td>
+{%- for c in row[1:] %}<td class="num">{{ c }}</td>{% endfor %}</tr>
 {% endfor %}</table></section>{% endif %}
 {% if files %}<p>Every table for a paper, as LaTeX (booktabs) and CSV beside this page:
 {% for f in files %}<a href="{{ f }}">{{ f }}</a>{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
@@ -144,12 +145,13 @@ def build(paths: Sequence[Path], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> 
     if overlays:
         views.insert(0, {"name": "all groups", "metrics": [], "curves": overlays, "runs": [], "best": None})
     benchmark = benchmark_table(groups)
-    tables = [t for t in (groups_table(groups), benchmark and benchmark_latex_table(benchmark), darts_table(groups))
+    retrained = retrained_table(groups)
+    tables = [t for t in (groups_table(groups), benchmark and benchmark_latex_table(benchmark), retrained)
               if t is not None]
     return {"title": "lightning_nas comparison report", "runs_count": len(runs), "group_by": list(group_by),
             "group_count": len(groups), "unfinished": unfinished_runs(paths),
             "groups": views, "run_dirs": [str(r.path) for r in runs], "benchmark": benchmark,
-            "darts": next((t for t in tables if t.name == "darts"), None), "tables": tables}
+            "retrained": retrained, "tables": tables}
 
 
 def render_html(page: dict[str, Any]) -> str:
@@ -165,8 +167,8 @@ def render_markdown(page: dict[str, Any]) -> str:
                                                                 for u in page["unfinished"]] + [""]
     if page.get("benchmark"):
         lines += table_markdown(page["benchmark"])
-    if page.get("darts"):
-        lines += [f"## {page['darts'].caption}", "", *page["darts"].markdown()[2:]]
+    if page.get("retrained"):
+        lines += [f"## {page['retrained'].caption}", "", *page["retrained"].markdown()[2:]]
     for g in page["groups"]:
         if not g["metrics"]:
             continue

@@ -3,8 +3,8 @@ them in: Markdown, LaTeX (booktabs, ready for ``\\input``) and CSV. ``report`` w
 (``<page>.<table>.tex`` / ``.csv``).
 
 Tables: ``groups`` (per group, mean ± std of the final metrics), ``benchmark`` (the NAS-Bench-201 paper's layout,
-``benchmark_table``) and ``darts`` (the DARTS paper's Table 1: per retrained architecture its test error, parameters,
-the search's cost and method, for trainings in the DARTS space).
+``benchmark_table``) and ``retrained`` (the DARTS paper's Table 1: per retrained architecture its test error,
+parameters, the search's cost and method, for trainings in a space without a benchmark table, such as DARTS's).
 """
 
 from __future__ import annotations
@@ -101,15 +101,19 @@ def _search_of(run: Run) -> Optional[dict[str, Any]]:
         return None
 
 
-def darts_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
-    """The DARTS paper's Table 1 for the groups that retrain DARTS-space cells: test error (%, 100 − the final
-    test accuracy, else the held-out accuracy, which a plain training measures on the test set), parameters (M),
-    search cost (hours of the search that found the cell, where its run directory is known) and search method."""
-    rows = []
+def retrained_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
+    """The DARTS paper's Table 1 for the groups that retrain cells of a space evaluated by retraining (one without a
+    benchmark table, such as DARTS's): test error (%, 100 − the final test accuracy, else the held-out accuracy,
+    which a plain training measures on the test set), parameters (M), search cost (hours of the search that found
+    the cell, where its run directory is known) and search method."""
+    rows, labels = [], set()
     for name, runs in groups.items():
-        trained = [r for r in runs if r.summary.get("num_parameters") is not None and r.genotypes
-                   and (space := space_of_record(r.genotypes[-1].get("genotype") or {})) is not None
-                   and space.name == "darts"]
+        trained = []
+        for run in runs:
+            space = space_of_record(run.genotypes[-1].get("genotype") or {}) if run.genotypes else None
+            if run.summary.get("num_parameters") is not None and space is not None and space.benchmark() is None:
+                trained.append(run)
+                labels.add(space.label)
         if not trained:
             continue
         accuracy = [r.final("test/acc") if r.final("test/acc") is not None else r.final("val/acc") for r in trained]
@@ -122,6 +126,7 @@ def darts_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
                      ", ".join(methods) or "-", str(len(trained))])
     if not rows:
         return None
-    return Table("darts", "Retrained DARTS-space architectures, laid out as the DARTS paper's Table 1: mean ± std over "
-                 "the retrainings.", ["architecture", "test error (%)", "params (M)", "search cost (h)",
-                                      "search method", "runs"], rows)
+    caption = (f"Retrained {'/'.join(sorted(labels))}-space architectures, laid out as the DARTS paper's Table 1: "
+               "mean ± std over the retrainings.")
+    return Table("retrained", caption, ["architecture", "test error (%)", "params (M)", "search cost (h)",
+                                        "search method", "runs"], rows)
