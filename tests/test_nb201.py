@@ -331,9 +331,10 @@ def test_rea_population_ages_out_and_round_trips():
 
 @pytest.mark.skipif(not CIFAR_JPG.exists(), reason="needs ../shared/data/cifar10-jpg.tar.gz")
 def test_naswot_ranks_real_cifar10_cells_like_the_benchmark():
-    """The paper's protocol on 40 random cells and one batch of 128 real CIFAR-10 training images: the score
-    agrees with the benchmark's ranking (the paper's tau over 15,625 cells is 0.574;
-    benchmarks/naswot_correlation.py measures it on 1,000)."""
+    """The paper's protocol on 25 random cells and one batch of 128 real CIFAR-10 training images: the score
+    agrees with the benchmark's ranking (tau 0.61 here; a score unrelated to accuracy stays below 0.45 with
+    probability 0.999 on 25 cells; the paper's tau over 15,625 cells is 0.574; benchmarks/naswot_correlation.py
+    measures it on 1,000)."""
     from scipy.stats import kendalltau
 
     from lightning_nas.data.datamodules import ProxyDataModule
@@ -343,7 +344,7 @@ def test_naswot_ranks_real_cifar10_cells_like_the_benchmark():
     x, y = dm.proxy_batch()
     x = dm.augment.normalize(x)
     bench = default_benchmark()
-    indices = torch.randperm(len(bench), generator=torch.Generator().manual_seed(0))[:40].tolist()
+    indices = torch.randperm(len(bench), generator=torch.Generator().manual_seed(0))[:25].tolist()
     scores = [score_cell(bench.arch(i), x, y, init_seed=i) for i in indices]
     scores = [s if np.isfinite(s) else -1e300 for s in scores]
-    assert kendalltau(scores, bench.column("cifar10")[indices]).statistic > 0.35
+    assert kendalltau(scores, bench.column("cifar10")[indices]).statistic > 0.45
