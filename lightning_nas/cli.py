@@ -334,7 +334,7 @@ class NASCLI(LightningCLI):
                                              enable_version_counter=False))
             callbacks += self._mid_epoch_checkpoints(cfg.run, ckpt_dir)
             # after the config's callbacks: they see the step the run stops at
-            resume = f"python -m lightning_nas fit --config {self.run_dir / 'config.yaml'} --ckpt_path {{ckpt}}"
+            resume = _resume_command(self.run_dir, "{ckpt}")  # a template: the writers fill in the checkpoint
             callbacks.append(GracefulStop(ckpt_dir, resume))
             plugins = trainer_init.get("plugins") or []
             plugins = plugins if isinstance(plugins, list) else [plugins]
@@ -611,11 +611,9 @@ def _lost_process_message() -> str:
                    if code < 0 else f"exit code {code}")
             lost = f"rank {k} (pid {proc.pid}, {how})"
             break
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    last = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
-    resume = (f"resume with: python -m lightning_nas fit --config {Path(run_dir) / 'config.yaml'} --ckpt_path {last}"
-              if last is not None and last.is_file() else "no checkpoint was written yet: start it again")
-    return f"rank {rank} stopped: {lost} of this multi-process run ended; {resume}"
+    resume = _resume_this_run()
+    return (f"rank {rank} stopped: {lost} of this multi-process run ended; "
+            + (f"resume with: {resume[1]}" if resume else "no checkpoint was written yet: start it again"))
 
 
 #: how long W&B may take to start a run before the fit gives up with a message (WANDB_INIT_TIMEOUT overrides it)
@@ -649,13 +647,25 @@ def _wandb_key_stored() -> bool:
 _DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO}
 
 
-def _disk_message(err: OSError) -> str:
+def _resume_command(run_dir: Path, ckpt: Any) -> str:
+    """The command that continues the run in ``run_dir`` from ``ckpt``."""
+    return f"python -m lightning_nas fit --config {run_dir / 'config.yaml'} --ckpt_path {ckpt}"
+
+
+def _resume_this_run() -> Optional[tuple[Path, str]]:
+    """The last.ckpt of the run this command writes and the command that resumes it (None: none written yet)."""
     run_dir = os.environ.get(RUN_DIR_ENV)
     last = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
-    resume = (f"; the last good checkpoint, {last}, is intact: after freeing space (or making the folder writable) "
-              f"resume with: python -m lightning_nas fit --config {Path(run_dir) / 'config.yaml'} --ckpt_path {last}"
-              if last is not None and last.is_file() else "")
-    return f"cannot write {err.filename or 'a file of the run'} ({err.strerror}){resume}"
+    if last is None or not last.is_file():
+        return None
+    return last, _resume_command(Path(run_dir), last)
+
+
+def _disk_message(err: OSError) -> str:
+    resume = _resume_this_run()
+    hint = (f"; the last good checkpoint, {resume[0]}, is intact: after freeing space (or making the folder "
+            f"writable) resume with: {resume[1]}" if resume else "")
+    return f"cannot write {err.filename or 'a file of the run'} ({err.strerror}){hint}"
 
 
 def _release_locks() -> None:

@@ -9,16 +9,12 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from lightning_nas.reporting.runs import Run, fmt_mean_std, mean_std
-from lightning_nas.search_spaces.space import space_of_record
 
 
 def _final_cell(run: Run) -> Optional[tuple[Any, dict[str, Any]]]:
     """(space, genotype record) of the run's last genotype, when its space has a benchmark table."""
-    if not run.genotypes:
-        return None
-    record = run.genotypes[-1].get("genotype") or {}
-    space = space_of_record(record)
-    return (space, record) if space is not None and space.benchmark() is not None else None
+    space = run.final_space()
+    return (space, run.genotypes[-1]["genotype"]) if space is not None and space.benchmark() is not None else None
 
 
 def benchmark_table(groups: dict[str, Sequence[Run]]) -> Optional[dict[str, Any]]:
@@ -49,22 +45,3 @@ def _fmt_published(value: Optional[tuple[float, Optional[float]]]) -> str:
         return "-"
     mean, std = value
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
-def table_markdown(table: dict[str, Any]) -> list[str]:
-    """The table as Markdown lines."""
-    head = ["method", *(f"{d} test (%)" for d in table["datasets"]), "search (h)", "runs / source"]
-    lines = [f"## {table['space']} benchmark: the final cells' test accuracy", "",
-             f"From {table['source']}; ours are mean ± std over the runs, published rows below with their sources.",
-             "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    for r in table["rows"]:
-        lines.append("| " + " | ".join(map(cell, [r["name"], *r["accuracy"].values(), r["cost_hours"],
-                                                  str(r["runs"])])) + " |")
-    for p in table["published"]:
-        lines.append("| " + " | ".join(map(cell, [f"{p['name']} (published)", *p["accuracy"].values(), "",
-                                                  p["source"]])) + " |")
-    return [*lines, ""]

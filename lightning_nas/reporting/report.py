@@ -20,7 +20,7 @@ from typing import Any, Optional
 from jinja2 import Environment, select_autoescape
 
 from lightning_nas.errors import LightningNASError, OutputError
-from lightning_nas.reporting.benchmark_table import benchmark_table, table_markdown
+from lightning_nas.reporting.benchmark_table import benchmark_table
 from lightning_nas.reporting.figures import alpha_heatmap, cell_diagram, curve_figure, data_uri
 from lightning_nas.reporting.runs import (
     CURVES,
@@ -35,7 +35,6 @@ from lightning_nas.reporting.runs import (
     unfinished_runs,
 )
 from lightning_nas.reporting.tables import benchmark_latex_table, groups_table, retrained_table
-from lightning_nas.search_spaces.space import space_of_record
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -65,7 +64,7 @@ are numbered from 1.</p>
 {% endfor %}{% for p in benchmark.published %}<tr><td>{{ p.name }} (published)</td>{% for d in benchmark.datasets %}
 <td class="num">{{ p.accuracy[d] }}</td>{% endfor %}<td></td><td>{{ p.source }}</td></tr>
 {% endfor %}</table></section>{% endif %}
-{% if retrained %}<section id="retrained"><h2>{{ retrained.caption }}</h2>
+{% if retrained %}<section id="retrained"><h2>{{ retrained.title }}</h2><p>{{ retrained.note }}</p>
 <table class="retrained"><tr>{% for h in retrained.header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in retrained.rows %}<tr><td>{{ row[0] }}</td>
 {%- for c in row[1:] %}<td class="num">{{ c }}</td>{% endfor %}</tr>
@@ -111,7 +110,7 @@ def _reference(key: str, runs: Sequence[Run]) -> Optional[tuple[float, str]]:
     space's published rows) when the runs' cells are of one space."""
     if key != "benchmark/cifar10_test":
         return None
-    spaces = [space_of_record(r.genotypes[-1].get("genotype", {})) for r in runs if r.genotypes]
+    spaces = [r.final_space() for r in runs if r.genotypes]
     if not spaces or None in spaces or len({s.name for s in spaces}) != 1:
         return None
     for row in spaces[0].published_rows():
@@ -165,10 +164,9 @@ def render_markdown(page: dict[str, Any]) -> str:
     if page.get("unfinished"):
         lines += ["Not finished (not in the numbers):", ""] + [f"- `{u['path']}`: {u['state']}"
                                                                 for u in page["unfinished"]] + [""]
-    if page.get("benchmark"):
-        lines += table_markdown(page["benchmark"])
-    if page.get("retrained"):
-        lines += [f"## {page['retrained'].caption}", "", *page["retrained"].markdown()[2:]]
+    for table in page["tables"]:
+        if table.name != "groups":  # the groups' numbers follow, group by group
+            lines += table.markdown()
     for g in page["groups"]:
         if not g["metrics"]:
             continue

@@ -109,6 +109,12 @@ class Run:
             return None
         return 100 * value if key.endswith("/acc") else value
 
+    def final_space(self) -> Optional[Any]:
+        """The search space of the run's last genotype record (None: no record, or a cell of no known space)."""
+        from lightning_nas.search_spaces.space import space_of_record
+
+        return space_of_record(self.genotypes[-1].get("genotype") or {}) if self.genotypes else None
+
     def curve(self, key: str) -> dict[int, float]:
         """Per epoch, the last value of ``key`` in metrics.csv (or the normal cell's skip connections)."""
         if key == "skip_connections":  # a search's pick per epoch; a training's cell is fixed: no curve

@@ -18,23 +18,29 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_nas.reporting.runs import TABLE_METRICS, Run, fmt_mean_std, mean_std
-from lightning_nas.search_spaces.space import space_of_record
 
 
 @dataclass
 class Table:
     name: str  # the file suffix: <page>.<name>.tex
-    caption: str
+    title: str  # the heading above it (Markdown, HTML)
+    note: str  # the sentence beneath the heading: what the numbers are
     header: list[str]
     rows: list[list[str]]
     #: rows after a rule (published results beneath ours)
     after_rule: list[list[str]] = field(default_factory=list)
 
+    @property
+    def caption(self) -> str:
+        return f"{self.title}. {self.note}"
+
     def markdown(self) -> list[str]:
+        """A ``##`` heading, the note, the table."""
         def cell(text: str) -> str:
             return text.replace("|", "\\|")
 
-        lines = [self.caption, "", "| " + " | ".join(map(cell, self.header)) + " |", "|" + " --- |" * len(self.header)]
+        lines = [f"## {self.title}", "", self.note, "", "| " + " | ".join(map(cell, self.header)) + " |",
+                 "|" + " --- |" * len(self.header)]
         lines += ["| " + " | ".join(map(cell, row)) + " |" for row in [*self.rows, *self.after_rule]]
         return [*lines, ""]
 
@@ -75,7 +81,7 @@ def groups_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
     for name, runs in groups.items():
         stats = [mean_std([r.final(key) for r in runs]) for _, key in columns]
         rows.append([name, *(fmt_mean_std(s) for s in stats), str(len(runs))])
-    return Table("groups", "Final metrics per group: mean ± sample std (n − 1) over the runs.",
+    return Table("groups", "Final metrics per group", "Mean ± sample std (n − 1) over the runs.",
                  ["group", *(label for label, _ in columns), "runs"], rows)
 
 
@@ -84,9 +90,9 @@ def benchmark_latex_table(table: dict[str, Any]) -> Table:
     header = ["method", *(f"{d} test (%)" for d in table["datasets"]), "search (h)", "runs / source"]
     rows = [[r["name"], *r["accuracy"].values(), r["cost_hours"], str(r["runs"])] for r in table["rows"]]
     published = [[f"{p['name']} (published)", *p["accuracy"].values(), "", p["source"]] for p in table["published"]]
-    caption = (f"{table['space']} benchmark: the final cells' test accuracy (from {table['source']}); ours are mean ± "
-               "std over the runs, published rows beneath with their sources.")
-    return Table("benchmark", caption, header, rows, published)
+    return Table("benchmark", f"{table['space']} benchmark: the final cells' test accuracy",
+                 f"From {table['source']}; ours are mean ± std over the runs, published rows below with their sources.",
+                 header, rows, published)
 
 
 def _search_of(run: Run) -> Optional[dict[str, Any]]:
@@ -110,7 +116,7 @@ def retrained_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
     for name, runs in groups.items():
         trained = []
         for run in runs:
-            space = space_of_record(run.genotypes[-1].get("genotype") or {}) if run.genotypes else None
+            space = run.final_space()
             if run.summary.get("num_parameters") is not None and space is not None and space.benchmark() is None:
                 trained.append(run)
                 labels.add(space.label)
@@ -126,7 +132,7 @@ def retrained_table(groups: dict[str, Sequence[Run]]) -> Optional[Table]:
                      ", ".join(methods) or "-", str(len(trained))])
     if not rows:
         return None
-    caption = (f"Retrained {'/'.join(sorted(labels))}-space architectures, laid out as the DARTS paper's Table 1: "
-               "mean ± std over the retrainings.")
-    return Table("retrained", caption, ["architecture", "test error (%)", "params (M)", "search cost (h)",
-                                        "search method", "runs"], rows)
+    title = f"Retrained {'/'.join(sorted(labels))}-space architectures, laid out as the DARTS paper's Table 1"
+    return Table("retrained", title, "Mean ± std over the retrainings.", ["architecture", "test error (%)",
+                                                                        "params (M)", "search cost (h)",
+                                                                        "search method", "runs"], rows)

@@ -106,11 +106,12 @@ class Teacher:
             p.requires_grad_(False)
 
     @staticmethod
-    def resolve(path: Union[str, Path]) -> Path:
+    def resolve(path: Union[str, Path]) -> Optional[Path]:
         """The checkpoint ``model.teacher`` names: a checkpoint file; a run directory (its
         ``checkpoints/last.ckpt``); or a run name's directory (``<run.root>/<run.name>``) holding exactly one finished
         run (one with a summary.json), so that a config can name a teacher without pinning its ``run.version``. Two
-        finished runs there are refused: the config must say which (a resumed search must not switch teachers)."""
+        finished runs there are refused: the config must say which (a resumed search must not switch teachers); None
+        when it holds none."""
         path = Path(path)
         if not path.is_dir():
             return path
@@ -121,7 +122,7 @@ class Teacher:
         if len(finished) > 1:
             raise ConfigError(f"model.teacher {path} holds {len(finished)} finished teacher runs "
                               f"({', '.join(r.name for r in finished)}): name one, e.g. model.teacher {finished[-1]}")
-        return finished[0] / "checkpoints" / "last.ckpt" if finished else path / "<no finished run>"
+        return finished[0] / "checkpoints" / "last.ckpt" if finished else None
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path]) -> Teacher:
@@ -131,7 +132,7 @@ class Teacher:
         fix = ("train the teacher first with `python -m lightning_nas fit --config experiments/mf_kd/"
                "teacher_nb201_cifar10.yaml` (or its _cpu variant) and pass its run directory (or its run name's "
                "directory, or <run dir>/checkpoints/last.ckpt) as model.teacher")
-        if path.name == "<no finished run>":
+        if path is None:
             raise CheckpointError(f"teacher directory {named} holds no finished run: {fix}")
         if not path.is_file():
             raise CheckpointError(f"teacher checkpoint {path} does not exist: {fix}")
